@@ -1,0 +1,3 @@
+from melonbench.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Datasets: registry, raw-file readers, filtering and splitting, Parquet store, the synthetic stream."""

@@ -1,0 +1,1 @@
+"""Recommenders (BPR, NCF) and their registry."""

@@ -1,0 +1,1 @@
+"""Online update strategies and their registry."""
