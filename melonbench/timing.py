@@ -1,0 +1,71 @@
+"""Honest wall-clock timing of device work, and peak device memory.
+
+On CUDA, kernels run asynchronously: a timer read right after a launch measures the launch, not the work. The
+:class:`Stopwatch` therefore synchronises the device before starting and before stopping each section. On the
+CPU no synchronisation is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+import torch
+
+
+class Stopwatch:
+    """Accumulates seconds per named section.
+
+    Parameters
+    ----------
+    device : torch.device | str
+        The device whose work is timed.
+
+    Examples
+    --------
+    >>> sw = Stopwatch("cpu")
+    >>> with sw.section("eval"):
+    ...     pass
+    >>> sorted(sw.pop())
+    ['eval']
+    """
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        self._seconds: dict[str, float] = {}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def section(self, name: str) -> Iterator[None]:
+        """Time the body and add its seconds to ``name`` (also when the body raises)."""
+        self._sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self._seconds[name] = self._seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def pop(self) -> dict[str, float]:
+        """Return the seconds accumulated per section since the last call, and start again from zero."""
+        seconds, self._seconds = self._seconds, {}
+        return seconds
+
+
+def peak_memory_bytes(device: torch.device | str) -> int | None:
+    """Peak memory allocated by tensors on a CUDA device since the last reset; ``None`` on other devices."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device)
+
+
+def reset_peak_memory(device: torch.device | str) -> None:
+    """Start measuring :func:`peak_memory_bytes` afresh (no effect on other devices than CUDA)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
