@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import typer
 from rich.console import Console
 
 from melonbench import __version__
-from melonbench.config import PrepareOptions
+from melonbench.config import PrepareOptions, PretrainConfig, RunConfig
 from melonbench.errors import MelonbenchError
 
 app = typer.Typer(
@@ -123,6 +124,118 @@ def datasets(
         print_catalog(Console())
     else:
         print_card(show, Console())
+
+
+Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Prepared dataset name.")]
+Model = Annotated[str, typer.Option("--model", "-m", help="Recommender: bpr or ncf.")]
+Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
+Epochs = Annotated[int, typer.Option(help="Pre-training epochs (maximum; early stopping on validation HR@5).")]
+Lr = Annotated[float, typer.Option("--lr", help="Pre-training learning rate (Adam).")]
+WeightDecay = Annotated[float, typer.Option(help="Pre-training weight decay.")]
+Patience = Annotated[int, typer.Option(help="Pre-training epochs without validation improvement before stopping.")]
+
+
+@app.command()
+def pretrain(
+    dataset: Dataset = "synthetic",
+    model: Model = "bpr",
+    seed: Annotated[int, typer.Option(help="Seed of the initialisation and training negatives.")] = 0,
+    epochs: Epochs = 100,
+    lr: Lr = 1e-3,
+    weight_decay: WeightDecay = 1e-3,
+    patience: Patience = 10,
+    device: Device = "auto",
+    force: Annotated[bool, typer.Option(help="Pre-train again even if the checkpoint exists.")] = False,
+) -> None:
+    """Pre-train a recommender on the pre-training part (cached by content hash; `run` does this on demand)."""
+    from melonbench import experiment
+    from melonbench.progress import RichHooks
+
+    config = PretrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience)
+    with RichHooks(console, "pre-training") as hooks:
+        ckpt = experiment.pretrain_only(dataset, model, config, seed, device, hooks=hooks, force=force)
+    best = ckpt.info.get("best_val_hr@5")
+    console.print(
+        f"checkpoint {ckpt.path}  (best epoch {ckpt.info.get('best_epoch')}, validation HR@5 "
+        f"{'n/a' if best is None else f'{best:.4f}'})"
+    )
+
+
+@app.command()
+def run(
+    dataset: Dataset = "synthetic",
+    model: Model = "bpr",
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help="Update strategy (registry name).")] = "default",
+    seed: Annotated[int, typer.Option(help="Seed of this run.")] = 0,
+    seeds: Annotated[Optional[int], typer.Option(help="Run seeds 0..N-1 instead of --seed.")] = None,
+    device: Device = "auto",
+    split: Annotated[str, typer.Option(help="validation (replay it alone) or test (validation, then test).")] = "test",
+    protocol: Annotated[str, typer.Option(help="leakfree (default) or paper (the published setting, leaks included).")] = "leakfree",
+    batch_size: Annotated[int, typer.Option(help="Online batch size.")] = 256,
+    negatives: Annotated[int, typer.Option(help="Sampled-protocol negatives per interaction.")] = 99,
+    k: Annotated[Optional[list[int]], typer.Option("--k", help="Extra cut-off for HR/NDCG (5, 10, 20 always).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Strategy setting key=value.")] = None,
+    sparse_updates: Annotated[bool, typer.Option(help="Update only the rows a batch touches (lazy Adam).")] = False,
+    warmup: Annotated[int, typer.Option(help="Batches flagged as timing warm-up.")] = 3,
+    checkpoint_every: Annotated[int, typer.Option(help="Batches between resumable checkpoints.")] = 50,
+    results: Annotated[Optional[Path], typer.Option(help="Result store (default $MELONBENCH_HOME/results).")] = None,
+    epochs: Epochs = 100,
+    lr: Lr = 1e-3,
+    weight_decay: WeightDecay = 1e-3,
+    patience: Patience = 10,
+) -> None:
+    """Replay the online part prequentially (rank each batch, then update) and store per-batch results."""
+    from melonbench import experiment
+    from melonbench.progress import RichHooks
+
+    params = _parse_params(set_)
+    if sparse_updates:
+        params += (("sparse", "true"),)
+    base = RunConfig(
+        dataset=dataset,
+        model=model,
+        strategy=strategy,
+        seed=seed,
+        device=device,
+        split=split,  # type: ignore[arg-type]
+        protocol=protocol,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        n_negatives=negatives,
+        ks=tuple(sorted({5, 10, 20, *(k or [])})),
+        warmup=warmup,
+        strategy_params=params,
+        pretrain=PretrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience),
+        checkpoint_every=checkpoint_every,
+    )
+    configs = [base] if seeds is None else [dataclasses.replace(base, seed=s) for s in range(seeds)]
+    for config in configs:
+        experiment.validate(config)  # every config is checked before the first one starts
+    outcomes = []
+    for config in configs:
+        label = f"{config.strategy}/{config.model} seed {config.seed}"
+        with RichHooks(console, label) as hooks:
+            outcomes.append(experiment.run_experiment(config, results, hooks))
+    _print_summary(outcomes)
+
+
+def _print_summary(outcomes: list) -> None:
+    from rich.table import Table
+
+    table = Table(title="online replay (mean over the reported split)")
+    for col in ("run", "status", "HR@5 (sampled)", "NDCG@10 (sampled)", "HR@5 (full)", "NDCG@10 (full)",
+                "update s/batch", "eval s/batch"):
+        table.add_column(col)
+    for out in outcomes:
+        s = out.manifest.get("summary", {})
+
+        def f(key: str, fmt: str = ".4f") -> str:
+            return format(s[key], fmt) if key in s else "-"
+
+        table.add_row(out.run_id, out.status, f("sampled_hr@5"), f("sampled_ndcg@10"), f("full_hr@5"),
+                      f("full_ndcg@10"), f("median_update_s", ".5f"), f("median_eval_s", ".5f"))
+    Console().print(table)
+    for out in outcomes:
+        console.print(f"results: {out.path}")
 
 
 def main() -> None:

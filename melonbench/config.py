@@ -78,3 +78,73 @@ def config_hash(*parts: Any) -> str:
     """A short, stable content hash of JSON-able parts (configs, card checksums, versions)."""
     blob = json.dumps([to_jsonable(p) for p in parts], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """Offline pre-training of a recommender on the pre-training part.
+
+    Defaults follow the paper (Adam, lr 1e-3, weight decay 1e-3, batch 256, 100 epochs, embedding size 64);
+    the kept epoch is the one with the best validation HR@5 (sampled protocol), with early stopping after
+    ``patience`` epochs without improvement. The test part is never looked at.
+    """
+
+    epochs: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    batch_size: int = 256
+    patience: int = 10
+    dim: int = 64
+
+
+Protocol = Literal["leakfree", "paper"]
+Split = Literal["validation", "test"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One online replay: (dataset, model, strategy, seed) plus the protocol settings.
+
+    Attributes
+    ----------
+    dataset, model, strategy : str
+        Registry names.
+    seed : int
+        Seeds the pre-training, the strategy, the training negatives and (per dataset) the evaluation negatives.
+    device : str
+        ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+    split : {"validation", "test"}
+        ``validation`` replays the validation part only; ``test`` replays validation then test (the stream goes
+        on), and reports the test batches. Every batch is stored with its split.
+    protocol : {"leakfree", "paper"}
+        ``paper`` reproduces the published setting's leaks on purpose (see docs/protocol.md).
+    batch_size : int
+        Online batch size (the paper: 256).
+    n_negatives : int
+        Sampled-protocol negatives per interaction (the paper: 99).
+    ks : tuple[int, ...]
+        Cut-offs for HR@k and NDCG@k.
+    warmup : int
+        The first ``warmup`` batches are flagged in the timing (not dropped).
+    strategy_params : tuple[tuple[str, str], ...]
+        ``--set key=value`` overrides of the strategy's config fields.
+    pretrain : PretrainConfig
+        Used when the checkpoint must be made on demand (it is part of the checkpoint's hash).
+    checkpoint_every : int
+        Batches between resumable state checkpoints.
+    """
+
+    dataset: str = "synthetic"
+    model: str = "bpr"
+    strategy: str = "default"
+    seed: int = 0
+    device: str = "auto"
+    split: Split = "test"
+    protocol: Protocol = "leakfree"
+    batch_size: int = 256
+    n_negatives: int = 99
+    ks: tuple[int, ...] = (5, 10, 20)
+    warmup: int = 3
+    strategy_params: tuple[tuple[str, str], ...] = ()
+    pretrain: PretrainConfig = PretrainConfig()
+    checkpoint_every: int = 50

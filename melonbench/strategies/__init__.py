@@ -1,1 +1,39 @@
-"""Online update strategies and their registry."""
+"""Online update strategies and their registry (one explicit dict; one file per strategy)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from melonbench.errors import IncompatibleError
+from melonbench.models.base import Recommender
+from melonbench.registry import lookup
+from melonbench.strategies.base import Strategy, parse_config
+from melonbench.strategies.default import Default
+from melonbench.strategies.frozen import Frozen
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    "default": Default,
+    "frozen": Frozen,
+}
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    """The strategy class registered as ``name`` (one-line error with a suggestion otherwise)."""
+    return lookup("strategy", name, STRATEGIES)
+
+
+def check_compatible(strategy: str, model: str) -> None:
+    """Refuse a strategy/model pair the strategy does not declare, before any work starts."""
+    cls = get_strategy(strategy)
+    if model not in cls.supports:
+        raise IncompatibleError(
+            f"strategy '{strategy}' does not support model '{model}' (it supports: {', '.join(sorted(cls.supports))})"
+            + (f": {cls.incompatibility}" if getattr(cls, "incompatibility", "") else "")
+        )
+
+
+def build_strategy(name: str, model: Recommender, params: tuple[tuple[str, str], ...], seed: int) -> Strategy:
+    """Instantiate strategy ``name`` for ``model`` with ``--set`` overrides applied to its config."""
+    cls = get_strategy(name)
+    config: Any = parse_config(cls.Config, params)
+    return cls(model, config, seed)

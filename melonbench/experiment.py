@@ -1,0 +1,248 @@
+"""One online replay run end to end: dataset → checkpoint → strategy → replay → result store.
+
+``run_experiment`` is what ``melonbench run`` calls. It checks everything it can before any work (names,
+strategy/model compatibility, device, prepared dataset), re-uses a finished run as it is, and resumes an
+interrupted one from its last checkpoint with an identical result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from melonbench import __version__
+from melonbench.candidates import evaluation_negatives
+from melonbench.config import PretrainConfig, RunConfig, config_hash, to_jsonable
+from melonbench.data.store import PreparedDataset, load_dataset
+from melonbench.errors import DivergenceError, MelonbenchError
+from melonbench.history import History
+from melonbench.models import MODELS
+from melonbench.paths import results_dir
+from melonbench.pretrain import Checkpoint, load_or_pretrain
+from melonbench.registry import lookup
+from melonbench.replay import BatchOutcome, replay, value_names
+from melonbench.results import RunStore, git_commit
+from melonbench.seeding import generator
+from melonbench.strategies import build_strategy, check_compatible, get_strategy
+from melonbench.strategies.base import parse_config
+from melonbench.stream import Stream, batch_spans
+from melonbench.timing import Stopwatch, peak_memory_bytes, reset_peak_memory
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """What ``run_experiment`` reports back: where the run lives and its headline numbers."""
+
+    run_id: str
+    path: Path
+    status: str  # "finished", "resumed" or "already complete"
+    manifest: dict[str, Any]
+
+
+class RunHooks:
+    """Callbacks for progress display; the defaults do nothing (library use, tests)."""
+
+    def pretrain_epoch(self, epoch: int, loss: float, hr: float) -> None: ...
+    def start(self, total: int, done: int) -> None: ...
+    def advance(self, done: int, running_hr5: float) -> None: ...
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MelonbenchError("--device cuda was requested but no CUDA GPU is available (use --device cpu or auto)")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise MelonbenchError(f"--device must be auto, cpu or cuda, got '{name}'")
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def dataset_fingerprint(dataset: PreparedDataset) -> str:
+    """sha256 of the prepared interactions (from the card when it has it)."""
+    card_sha = dataset.card.get("sha256", {})
+    if isinstance(card_sha, dict) and card_sha.get("interactions.parquet"):
+        return str(card_sha["interactions.parquet"])
+    return hashlib.sha256((dataset.path / "interactions.parquet").read_bytes()).hexdigest()
+
+
+def validate(config: RunConfig) -> None:
+    """Every check that needs no data: names, compatibility, strategy settings, numbers."""
+    lookup("model", config.model, MODELS)
+    check_compatible(config.strategy, config.model)
+    parse_config(get_strategy(config.strategy).Config, config.strategy_params)
+    if config.protocol not in ("leakfree", "paper"):
+        raise MelonbenchError(f"--protocol must be leakfree or paper, got '{config.protocol}'")
+    if config.split not in ("validation", "test"):
+        raise MelonbenchError(f"--split must be validation or test, got '{config.split}'")
+    if config.batch_size < 1 or config.n_negatives < 1 or not config.ks or min(config.ks) < 1:
+        raise MelonbenchError("batch size, number of negatives and every k must be positive")
+
+
+def run_id_for(config: RunConfig, fingerprint: str, device: torch.device) -> str:
+    """Readable prefix + hash of everything that determines the result (the device type included)."""
+    digest = config_hash(dataclasses.replace(config, device=device.type), fingerprint, __version__)
+    return f"{config.dataset}_{config.model}_{config.strategy}_seed{config.seed}_{config.protocol}_{config.split}_{digest[:10]}"
+
+
+def pretrain_only(
+    dataset_name: str, model: str, config: PretrainConfig, seed: int, device_name_: str = "auto",
+    hooks: RunHooks | None = None, force: bool = False,
+) -> Checkpoint:
+    """Pre-train (or find the cached) recommender checkpoint for ``(dataset, model, config, seed)``."""
+    hooks = hooks or RunHooks()
+    lookup("model", model, MODELS)
+    device = resolve_device(device_name_)
+    dataset = load_dataset(dataset_name)
+    stream = Stream.from_frame(dataset.interactions, device)
+    leakfree, _ = evaluation_negatives(dataset.path, stream, seed, "leakfree", 99)
+    n_val = stream.validation_end - stream.pretrain_end
+    return load_or_pretrain(model, stream, config, seed, dataset_fingerprint(dataset), leakfree[:n_val],
+                            hooks.pretrain_epoch, force=force)
+
+
+def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: RunHooks | None = None) -> RunResult:
+    """Replay one (dataset, model, strategy, seed) and store its per-batch results.
+
+    Parameters
+    ----------
+    config : RunConfig
+        The resolved run configuration.
+    results_root : Path, optional
+        Result store root (default ``$MELONBENCH_HOME/results``).
+    hooks : RunHooks, optional
+        Progress callbacks.
+    """
+    hooks = hooks or RunHooks()
+    validate(config)
+    device = resolve_device(config.device)
+    dataset = load_dataset(config.dataset)
+    fingerprint = dataset_fingerprint(dataset)
+    run_id = run_id_for(config, fingerprint, device)
+    store = RunStore((results_root or results_dir()) / run_id)
+    if store.is_complete():
+        return RunResult(run_id, store.path, "already complete", store.manifest())
+
+    stream = Stream.from_frame(dataset.interactions, device)
+    leakfree, leakfree_sha = evaluation_negatives(dataset.path, stream, config.seed, "leakfree", config.n_negatives)
+    if config.protocol == "paper":
+        negatives, negatives_sha = evaluation_negatives(dataset.path, stream, config.seed, "paper", config.n_negatives)
+    else:
+        negatives, negatives_sha = leakfree, leakfree_sha
+    n_val = stream.validation_end - stream.pretrain_end
+    checkpoint = load_or_pretrain(
+        config.model, stream, config.pretrain, config.seed, fingerprint, leakfree[:n_val], hooks.pretrain_epoch
+    )
+    model = checkpoint.model
+    strategy = build_strategy(config.strategy, model, config.strategy_params, config.seed)
+
+    splits = ("validation",) if config.split == "validation" else ("validation", "test")
+    spans = [(i, *span) for i, span in enumerate(batch_spans(stream, splits, config.batch_size))]
+    if not spans:
+        raise MelonbenchError(f"dataset '{config.dataset}' has no {' or '.join(splits)} interactions to replay")
+    train_gen = generator(config.seed, "train-negatives", device)
+    rows, state = store.load_progress()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        strategy.load_state_dict(state["strategy"])
+        train_gen.set_state(state["train_rng"])
+    done = len(rows)
+    history = History(stream.users, stream.items, stream.n_users, stream.n_items,
+                      cursor=spans[done][2] if done < len(spans) else stream.n)
+    cold = torch.ones(stream.n_users, dtype=torch.bool, device=device)
+    cold[stream.users[: stream.pretrain_end]] = False
+
+    names = value_names(config.ks)
+    ts = dataset.interactions["ts"].to_numpy()
+    sw = Stopwatch(device)
+    reset_peak_memory(device)
+    started = time.perf_counter()
+    hooks.start(len(spans), done)
+    pending: list[BatchOutcome] = []
+
+    def flush() -> None:
+        values = torch.stack([o.values for o in pending]).cpu().numpy()  # one host copy per block
+        for outcome, row in zip(pending, values):
+            if not np.isfinite(row[names.index("loss")]):
+                raise DivergenceError(
+                    f"the loss became non-finite at online batch {outcome.index}; results up to the last checkpoint "
+                    f"are kept in {store.path}"
+                )
+            rows.append(_row(outcome, row, names, ts, config.warmup))
+        pending.clear()
+        hooks.advance(len(rows), float(np.mean([r["sampled_hr@5"] for r in rows])) if 5 in config.ks else float("nan"))
+
+    outcomes = replay(model, strategy, stream, history, spans[done:], negatives, stream.pretrain_end, train_gen, cold,
+                      ks=config.ks, paper_protocol=config.protocol == "paper", stopwatch=sw)
+    for outcome in outcomes:
+        pending.append(outcome)
+        if len(pending) >= min(10, config.checkpoint_every) or outcome.index == spans[-1][0]:
+            flush()
+        if len(rows) % config.checkpoint_every == 0 and not pending and len(rows) < len(spans):
+            store.save_progress(rows, {"batches_done": len(rows), "model": model.state_dict(),
+                                       "strategy": strategy.state_dict(), "train_rng": train_gen.get_state()})
+
+    manifest = {
+        "run_id": run_id,
+        "config": to_jsonable(config),
+        "strategy": {"name": config.strategy, "label": get_strategy(config.strategy).label,
+                     "config": to_jsonable(strategy.config)},
+        "protocol": config.protocol,
+        "dataset": {"name": config.dataset, "fingerprint": fingerprint, "card": dataset.card},
+        "checkpoint": {"key": checkpoint.key, "best_epoch": checkpoint.info.get("best_epoch"),
+                       "best_val_hr@5": checkpoint.info.get("best_val_hr@5")},
+        "negatives_sha256": negatives_sha,
+        "device": {"type": device.type, "name": device_name(device), "peak_memory_bytes": peak_memory_bytes(device)},
+        "versions": {"melonbench": __version__, "torch": torch.__version__, "python": sys.version.split()[0]},
+        "git_commit": git_commit(),
+        "resumed_from_batch": done if state is not None else None,
+        "wall_s": time.perf_counter() - started,
+        "summary": summarise(rows, config.split),
+    }
+    store.finish(rows, manifest)
+    return RunResult(run_id, store.path, "resumed" if state is not None else "finished", manifest)
+
+
+def _row(outcome: BatchOutcome, values: np.ndarray, names: list[str], ts: np.ndarray, warmup: int) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "batch": outcome.index,
+        "split": outcome.split,
+        "start": outcome.start,
+        "n": outcome.stop - outcome.start,
+        "first_ts": int(ts[outcome.start]),
+        "last_ts": int(ts[outcome.stop - 1]),
+    }
+    row.update({name: float(v) for name, v in zip(names, values)})
+    row["cold_users"] = int(row["cold_users"])
+    row.update(eval_s=outcome.eval_s, update_s=outcome.update_s, warmup=outcome.index < warmup)
+    return row
+
+
+def summarise(rows: list[dict[str, Any]], split: str) -> dict[str, float]:
+    """Interaction-weighted means of every metric over the reported split, and median timings (warm-up excluded)."""
+    part = [r for r in rows if r["split"] == split]
+    if not part:
+        return {}
+    weights = np.array([r["n"] for r in part], dtype=float)
+    keys = [k for k in part[0] if k.startswith(("sampled_", "full_"))] + ["loss"]
+    out = {k: float(np.average([r[k] for r in part], weights=weights)) for k in keys}
+    timed = [r for r in rows if not r["warmup"]] or rows
+    out["median_eval_s"] = float(np.median([r["eval_s"] for r in timed]))
+    out["median_update_s"] = float(np.median([r["update_s"] for r in timed]))
+    out["batches"] = float(len(part))
+    return out
+

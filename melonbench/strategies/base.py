@@ -1,0 +1,107 @@
+"""The strategy seam: how a pre-trained recommender is updated on each online batch.
+
+A strategy is built with the recommender, its own config dataclass and a seed. It owns its optimiser(s) and any
+meta-model; the replay loop only calls :meth:`Strategy.online_step` after a batch has been ranked. Adding a
+strategy means one file with one subclass and one line in ``melonbench/strategies/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import abc
+import dataclasses
+import typing
+from typing import Any, ClassVar
+
+import torch
+
+from melonbench.errors import MelonbenchError
+
+if TYPE_CHECKING:
+    from melonbench.history import History
+    from melonbench.models.base import Recommender
+    from melonbench.stream import Batch
+
+
+
+class Strategy(abc.ABC):
+    """Base class of every online update strategy.
+
+    Class attributes
+    ----------------
+    name : str
+        Registry name (``default``, ``melon``, ...).
+    label : str
+        Name shown in tables.
+    supports : frozenset[str]
+        Model names the strategy is defined for; the CLI refuses other pairs before any work.
+    selective : bool
+        True when a step leaves every embedding row the batch does not touch unchanged (checked by the
+        contract tests).
+    Config : type
+        Frozen dataclass of hyper-parameters, each with a default that cites its source.
+    """
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    supports: ClassVar[frozenset[str]] = frozenset({"bpr", "ncf"})
+    selective: ClassVar[bool] = False
+    Config: ClassVar[type]
+
+    def __init__(self, model: Recommender, config: Any, seed: int) -> None:
+        self.model = model
+        self.config = config
+        self.seed = seed
+
+    @abc.abstractmethod
+    def online_step(self, batch: Batch, history: History) -> torch.Tensor:
+        """Update the recommender on ``batch`` (already ranked). Return ``Float[B]`` per-interaction losses
+        before the update (detached). Must not modify the batch's tensors."""
+
+    def pretrain_step(self, batch: Batch, history: History) -> torch.Tensor | None:
+        """One meta-model pre-training step on a random pre-training mini-batch (meta strategies only)."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume the strategy bit-identically (optimiser, meta-model, RNG)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+def touched_rows(model: Recommender, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The user rows and item rows (sorted, unique) that scoring ``batch`` with its training negatives uses."""
+    users = torch.unique(batch.users)
+    items = torch.unique(torch.cat([batch.items, batch.negatives]))
+    return users, items
+
+
+def parse_config(config_cls: type, params: tuple[tuple[str, str], ...]) -> Any:
+    """Build ``config_cls`` from ``--set key=value`` strings, converting each value to the field's type.
+
+    Raises
+    ------
+    MelonbenchError
+        For an unknown key (naming the valid ones) or a value that does not convert.
+    """
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    hints = typing.get_type_hints(config_cls)
+    values: dict[str, Any] = {}
+    for key, raw in params:
+        if key not in fields:
+            raise MelonbenchError(
+                f"unknown setting '{key}' for {config_cls.__qualname__}; valid: {', '.join(sorted(fields))}"
+            )
+        kind = hints[key]
+        try:
+            if kind is bool:
+                if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(raw)
+                values[key] = raw.lower() in ("1", "true", "yes")
+            else:
+                values[key] = kind(raw)
+        except (TypeError, ValueError):
+            raise MelonbenchError(f"setting '{key}' expects {getattr(kind, '__name__', kind)}, got '{raw}'") from None
+    return config_cls(**values)

@@ -1,0 +1,74 @@
+"""`melonbench run` / `pretrain` option parsing reaches the library exactly (the engine is patched out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from melonbench import experiment
+from melonbench.cli import app
+from melonbench.config import PretrainConfig, RunConfig
+from melonbench.experiment import RunResult
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    calls = []
+
+    def fake_run(config, results_root=None, hooks=None):
+        calls.append((config, results_root))
+        return RunResult(f"run-{config.seed}", Path("/nowhere"), "finished", {"summary": {"sampled_hr@5": 0.5}})
+
+    monkeypatch.setattr(experiment, "run_experiment", fake_run)
+    return calls
+
+
+def test_defaults_give_the_default_run_config(captured):
+    result = runner.invoke(app, ["run"])
+    assert result.exit_code == 0, result.output
+    assert captured == [(RunConfig(), None)]
+
+
+def test_every_option_reaches_run_config(captured, tmp_path):
+    args = ["run", "--dataset", "grocery", "--model", "ncf", "--strategy", "default", "--seed", "7",
+            "--device", "cpu", "--split", "validation", "--protocol", "paper", "--batch-size", "128",
+            "--negatives", "49", "--k", "1", "--k", "50", "--set", "lr=0.01", "--sparse-updates",
+            "--warmup", "2", "--checkpoint-every", "5", "--results", str(tmp_path),
+            "--epochs", "3", "--lr", "0.005", "--weight-decay", "0", "--patience", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    expected = RunConfig(
+        dataset="grocery", model="ncf", strategy="default", seed=7, device="cpu", split="validation",
+        protocol="paper", batch_size=128, n_negatives=49, ks=(1, 5, 10, 20, 50), warmup=2,
+        strategy_params=(("lr", "0.01"), ("sparse", "true")),
+        pretrain=PretrainConfig(epochs=3, lr=0.005, weight_decay=0.0, patience=2), checkpoint_every=5,
+    )
+    assert captured == [(expected, tmp_path)]
+
+
+def test_seeds_runs_seeds_zero_to_n_minus_one(captured):
+    result = runner.invoke(app, ["run", "--seeds", "3", "--seed", "9"])
+    assert result.exit_code == 0, result.output
+    assert [c.seed for c, _ in captured] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategy", "defualt"], "Unknown strategy 'defualt'. Did you mean 'default'?"),
+        (["--model", "ncff"], "Unknown model 'ncff'. Did you mean 'ncf'?"),
+        (["--set", "lr"], "--set expects key=value"),
+        (["--set", "momentum=0.9"], "unknown setting 'momentum'"),
+        (["--set", "lr=fast"], "setting 'lr' expects float"),
+        (["--protocol", "sampled"], "--protocol must be leakfree or paper"),
+    ],
+)
+def test_bad_options_fail_before_any_work(captured, args, message):
+    result = runner.invoke(app, ["run", *args])
+    assert result.exit_code != 0
+    assert message in str(result.exception)
+    assert captured == []
