@@ -179,6 +179,9 @@ def run(
     warmup: Annotated[int, typer.Option(help="Batches flagged as timing warm-up.")] = 3,
     checkpoint_every: Annotated[int, typer.Option(help="Batches between resumable checkpoints.")] = 50,
     results: Annotated[Optional[Path], typer.Option(help="Result store (default $MELONBENCH_HOME/results).")] = None,
+    capture_lr: Annotated[
+        int, typer.Option(help="Store the learning-rate matrix of every N-th batch (0: off) with its rank.")
+    ] = 0,
     epochs: Epochs = 100,
     lr: Lr = 1e-3,
     weight_decay: WeightDecay = 1e-3,
@@ -206,6 +209,7 @@ def run(
         strategy_params=params,
         pretrain=PretrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience),
         checkpoint_every=checkpoint_every,
+        capture_lr_every=capture_lr,
     )
     configs = [base] if seeds is None else [dataclasses.replace(base, seed=s) for s in range(seeds)]
     for config in configs:

@@ -132,6 +132,9 @@ class RunConfig:
         Used when the checkpoint must be made on demand (it is part of the checkpoint's hash).
     checkpoint_every : int
         Batches between resumable state checkpoints.
+    capture_lr_every : int
+        Store the learning-rate matrix W of every N-th batch (0: never) with its numerical rank, for strategies
+        that can report it (``results/<run_id>/lr/``).
     """
 
     dataset: str = "synthetic"
@@ -148,3 +151,4 @@ class RunConfig:
     strategy_params: tuple[tuple[str, str], ...] = ()
     pretrain: PretrainConfig = PretrainConfig()
     checkpoint_every: int = 50
+    capture_lr_every: int = 0

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from melonbench import __version__
+from melonbench.atomic import atomic_save_npy
 from melonbench.candidates import evaluation_negatives
 from melonbench.config import PretrainConfig, RunConfig, config_hash, to_jsonable
 from melonbench.data.store import PreparedDataset, load_dataset
@@ -26,6 +27,7 @@ from melonbench.errors import DivergenceError, MelonbenchError
 from melonbench.history import History
 from melonbench.models import MODELS
 from melonbench.paths import results_dir
+from melonbench.meta_pretrain import load_or_train_meta
 from melonbench.pretrain import Checkpoint, load_or_pretrain
 from melonbench.registry import lookup
 from melonbench.replay import BatchOutcome, replay, value_names
@@ -51,6 +53,7 @@ class RunHooks:
     """Callbacks for progress display; the defaults do nothing (library use, tests)."""
 
     def pretrain_epoch(self, epoch: int, loss: float, hr: float) -> None: ...
+    def meta_batch(self, epoch: int, done: int, total: int) -> None: ...
     def start(self, total: int, done: int) -> None: ...
     def advance(self, done: int, running_hr5: float) -> None: ...
 
@@ -149,6 +152,11 @@ def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: R
     )
     model = checkpoint.model
     strategy = build_strategy(config.strategy, model, config.strategy_params, config.seed)
+    meta_key = None
+    if strategy.meta:
+        meta_key = load_or_train_meta(strategy, config.strategy_params, stream, checkpoint.key, config.seed,
+                                      config.batch_size, hooks.meta_batch)
+    strategy.capture_lr = config.capture_lr_every > 0
 
     splits = ("validation",) if config.split == "validation" else ("validation", "test")
     spans = [(i, *span) for i, span in enumerate(batch_spans(stream, splits, config.batch_size))]
@@ -173,6 +181,7 @@ def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: R
     started = time.perf_counter()
     hooks.start(len(spans), done)
     pending: list[BatchOutcome] = []
+    ranks: dict[int, int] = {}
 
     def flush() -> None:
         values = torch.stack([o.values for o in pending]).cpu().numpy()  # one host copy per block
@@ -183,12 +192,16 @@ def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: R
                     f"are kept in {store.path}"
                 )
             rows.append(_row(outcome, row, names, ts, config.warmup))
+            if strategy.capture_lr:
+                rows[-1]["lr_rank"] = ranks.get(outcome.index)
         pending.clear()
         hooks.advance(len(rows), float(np.mean([r["sampled_hr@5"] for r in rows])) if 5 in config.ks else float("nan"))
 
     outcomes = replay(model, strategy, stream, history, spans[done:], negatives, stream.pretrain_end, train_gen, cold,
                       ks=config.ks, paper_protocol=config.protocol == "paper", stopwatch=sw)
     for outcome in outcomes:
+        if strategy.capture_lr and outcome.index % config.capture_lr_every == 0:
+            ranks[outcome.index] = capture_learning_rates(strategy, store.path, outcome.index)
         pending.append(outcome)
         if len(pending) >= min(10, config.checkpoint_every) or outcome.index == spans[-1][0]:
             flush()
@@ -203,6 +216,7 @@ def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: R
                      "config": to_jsonable(strategy.config)},
         "protocol": config.protocol,
         "dataset": {"name": config.dataset, "fingerprint": fingerprint, "card": dataset.card},
+        "meta_checkpoint": meta_key,
         "checkpoint": {"key": checkpoint.key, "best_epoch": checkpoint.info.get("best_epoch"),
                        "best_val_hr@5": checkpoint.info.get("best_val_hr@5")},
         "negatives_sha256": negatives_sha,
@@ -215,6 +229,20 @@ def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: R
     }
     store.finish(rows, manifest)
     return RunResult(run_id, store.path, "resumed" if state is not None else "finished", manifest)
+
+
+def capture_learning_rates(strategy, folder: Path, index: int) -> int | None:
+    """Save the strategy's last learning-rate matrix W as ``lr/batch_NNNNN.npy``; return its numerical rank.
+
+    The rank counts singular values above ``σ_max · max(B, P) · ε`` with ε the float32 machine epsilon (W is
+    computed in float32), the default of ``torch.linalg.matrix_rank``.
+    """
+    w = strategy.captured_lr
+    if w is None:
+        return None
+    w = w.detach().float()
+    atomic_save_npy(folder / "lr" / f"batch_{index:05d}.npy", w.cpu().numpy())
+    return int(torch.linalg.matrix_rank(w))
 
 
 def _row(outcome: BatchOutcome, values: np.ndarray, names: list[str], ts: np.ndarray, warmup: int) -> dict[str, Any]:

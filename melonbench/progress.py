@@ -25,6 +25,7 @@ class RichHooks(RunHooks):
             transient=False,
         )
         self.pretrain_task = None
+        self.meta_task = None
         self.replay_task = None
 
     def __enter__(self) -> RichHooks:
@@ -38,6 +39,11 @@ class RichHooks(RunHooks):
         if self.pretrain_task is None:
             self.pretrain_task = self.progress.add_task("pre-training", total=None, info="")
         self.progress.update(self.pretrain_task, completed=epoch, info=f"loss {loss:.4f}  val HR@5 {hr:.4f}")
+
+    def meta_batch(self, epoch: int, done: int, total: int) -> None:
+        if self.meta_task is None:
+            self.meta_task = self.progress.add_task("meta-model pre-training", total=total, info="")
+        self.progress.update(self.meta_task, completed=done, info=f"epoch {epoch}")
 
     def start(self, total: int, done: int) -> None:
         self.replay_task = self.progress.add_task(self.label, total=total, completed=done, info="")

@@ -41,18 +41,37 @@ class Strategy(abc.ABC):
         contract tests).
     Config : type
         Frozen dataclass of hyper-parameters, each with a default that cites its source.
+    meta : bool
+        True when the strategy has a meta-model that is pre-trained offline (``pretrain_step``,
+        ``meta_state_dict``); its Config then has a ``meta_epochs`` field.
+    incompatibility : str
+        Why a model is not in ``supports`` (shown when the CLI refuses the pair).
+
+    Instance attributes
+    -------------------
+    capture_lr : bool
+        Set by the runner (``--capture-lr``): ``online_step`` should then store the learning-rate matrix W it
+        applied (paper Eq. 1) in ``captured_lr`` as ``Float[B, P]``: one row per interaction of the batch, one
+        column per parameter *position* the interaction touches ((slot, coordinate) for embedding rows, e.g.
+        user / positive / negative × dim; plus every dense weight where the strategy updates them).
+    captured_lr : torch.Tensor | None
+        The last captured matrix (``None`` when the strategy does not support capture).
     """
 
     name: ClassVar[str]
     label: ClassVar[str]
     supports: ClassVar[frozenset[str]] = frozenset({"bpr", "ncf"})
     selective: ClassVar[bool] = False
+    meta: ClassVar[bool] = False
+    incompatibility: ClassVar[str] = ""
     Config: ClassVar[type]
 
     def __init__(self, model: Recommender, config: Any, seed: int) -> None:
         self.model = model
         self.config = config
         self.seed = seed
+        self.capture_lr = False
+        self.captured_lr: torch.Tensor | None = None
 
     @abc.abstractmethod
     def online_step(self, batch: Batch, history: History) -> torch.Tensor:
@@ -60,8 +79,19 @@ class Strategy(abc.ABC):
         before the update (detached). Must not modify the batch's tensors."""
 
     def pretrain_step(self, batch: Batch, history: History) -> torch.Tensor | None:
-        """One meta-model pre-training step on a random pre-training mini-batch (meta strategies only)."""
+        """One meta-model pre-training step (meta strategies only); see ``melonbench.meta_pretrain``.
+
+        Called on a throw-away copy of the pre-trained recommender, in time order over the pre-training part,
+        so the same look-ahead → meta step → update sequence as online applies. Returns per-interaction losses.
+        """
         return None
+
+    def meta_state_dict(self) -> dict[str, Any]:
+        """The meta-model's pre-trained state (weights and meta-optimiser), cached by content hash."""
+        return {}
+
+    def load_meta_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`meta_state_dict` returned."""
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume the strategy bit-identically (optimiser, meta-model, RNG)."""
