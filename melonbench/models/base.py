@@ -102,6 +102,14 @@ class Recommender(nn.Module):
         scores = self.score(users, torch.stack((pos, neg), dim=1))  # [B, 2]
         return F.softplus(scores[:, 1] - scores[:, 0])
 
+    def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """The per-interaction BPR loss (same as :meth:`bpr_loss`).
+
+        Being ``forward``, it lets ``torch.func.functional_call(model, params, (users, pos, neg))`` evaluate the
+        loss under substituted parameters: the differentiable look-ahead of the meta-learning strategies.
+        """
+        return self.bpr_loss(users, pos, neg)
+
     def user_tables(self) -> dict[str, nn.Embedding]:
         """Every table indexed by user id (embeddings and biases), keyed by attribute name."""
         raise NotImplementedError
