@@ -61,6 +61,8 @@ class DatasetSpec:
         Turns the raw file(s) into interactions.
     input_hint : str
         One line: what ``--input`` accepts (shown when there is no input and no URL).
+    generated : bool
+        The reader makes the data itself and takes no input (the synthetic stream).
     """
 
     name: str
@@ -73,6 +75,7 @@ class DatasetSpec:
     split: tuple[float, float, float]
     reader: Reader
     input_hint: str
+    generated: bool = False
 
 
 def _read_synthetic(paths: Sequence[Path], ctx: ReadContext) -> pl.LazyFrame:
@@ -203,6 +206,7 @@ DATASETS: dict[str, DatasetSpec] = {
         split=(80.0, 2.0, 18.0),
         reader=_read_synthetic,
         input_hint="nothing: it is generated (sizes and seed via --set key=value)",
+        generated=True,
     ),
 }
 
