@@ -24,3 +24,31 @@ def melonbench_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     home = tmp_path_factory.mktemp("melonbench_home")
     monkeypatch.setenv("MELONBENCH_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def grocery_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A storage root with the real Amazon Grocery 2014 5-core prepared as ``grocery`` (20-core, 80:2:18).
+
+    Prepared once per test session; tests that use it must not modify it (see ``in_grocery``).
+    """
+    from melonbench.config import PrepareOptions
+    from melonbench.data.prepare import prepare_dataset
+
+    home = tmp_path_factory.mktemp("grocery_home")
+    folder = SHARED_DATA / "amazon-grocery-5core-2014-rechorus"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MELONBENCH_HOME", str(home))
+        options = PrepareOptions(
+            inputs=tuple(folder / f for f in ("train.csv", "dev.csv", "test.csv")),
+            columns="user_id,item_id,time", name="grocery", split=(80.0, 2.0, 18.0),
+        )
+        prepare_dataset("csv", options)
+    return home
+
+
+@pytest.fixture
+def in_grocery(grocery_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point ``$MELONBENCH_HOME`` at the session's prepared Grocery (checkpoints made there are shared too)."""
+    monkeypatch.setenv("MELONBENCH_HOME", str(grocery_home))
+    return grocery_home

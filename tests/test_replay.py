@@ -15,8 +15,7 @@ import torch
 
 from melonbench import strategies
 from melonbench.candidates import evaluation_negatives
-from melonbench.config import PrepareOptions, PretrainConfig, RunConfig
-from melonbench.data.prepare import prepare_dataset
+from melonbench.config import PretrainConfig, RunConfig
 from melonbench.data.store import load_dataset
 from melonbench.experiment import RunHooks, run_experiment
 from melonbench.history import History
@@ -51,33 +50,6 @@ class Memorise(Strategy):
             self.model.bpr_loss(batch.users, batch.items, batch.negatives).mean().backward()
             self.opt.step()
         return losses.detach()
-
-
-@pytest.fixture(scope="module")
-def grocery(tmp_path_factory, shared_data_module):
-    home = tmp_path_factory.mktemp("grocery_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MELONBENCH_HOME", str(home))
-        folder = shared_data_module / "amazon-grocery-5core-2014-rechorus"
-        options = PrepareOptions(
-            inputs=tuple(folder / f for f in ("train.csv", "dev.csv", "test.csv")),
-            columns="user_id,item_id,time", name="grocery", split=(80.0, 2.0, 18.0),
-        )
-        prepare_dataset("csv", options)
-    return home
-
-
-@pytest.fixture(scope="module")
-def shared_data_module():
-    from conftest import SHARED_DATA
-
-    return SHARED_DATA
-
-
-@pytest.fixture
-def in_grocery(grocery, monkeypatch):
-    monkeypatch.setenv("MELONBENCH_HOME", str(grocery))
-    return grocery
 
 
 def test_prepared_grocery_has_the_independently_computed_size(in_grocery):
