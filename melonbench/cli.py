@@ -225,21 +225,95 @@ def run(
 def _print_summary(outcomes: list) -> None:
     from rich.table import Table
 
-    table = Table(title="online replay (mean over the reported split)")
-    for col in ("run", "status", "HR@5 (sampled)", "NDCG@10 (sampled)", "HR@5 (full)", "NDCG@10 (full)",
-                "update s/batch", "eval s/batch"):
-        table.add_column(col)
+    table = Table(title="online replay: mean over the reported split (sampled = 1 + 99, full = all items)")
+    for col in ("strategy / model / seed", "HR@5 sampled", "NDCG@10 sampled", "HR@5 full", "NDCG@10 full",
+                "update s", "eval s", "status"):
+        table.add_column(col, justify="left" if col[0] in "ss" else "right")
     for out in outcomes:
         s = out.manifest.get("summary", {})
+        config = out.manifest.get("config", {})
 
         def f(key: str, fmt: str = ".4f") -> str:
             return format(s[key], fmt) if key in s else "-"
 
-        table.add_row(out.run_id, out.status, f("sampled_hr@5"), f("sampled_ndcg@10"), f("full_hr@5"),
-                      f("full_ndcg@10"), f("median_update_s", ".5f"), f("median_eval_s", ".5f"))
+        table.add_row(f"{config.get('strategy')} / {config.get('model')} / {config.get('seed')}",
+                      f("sampled_hr@5"), f("sampled_ndcg@10"), f("full_hr@5"), f("full_ndcg@10"),
+                      f("median_update_s", ".5f"), f("median_eval_s", ".5f"), out.status)
     Console().print(table)
     for out in outcomes:
-        console.print(f"results: {out.path}")
+        console.print(f"results: {out.path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def report(
+    results_dir: Annotated[
+        Optional[Path], typer.Argument(help="Result store to read (default $MELONBENCH_HOME/results).")
+    ] = None,
+    dataset: Annotated[
+        Optional[list[str]], typer.Option("--dataset", "-d", help="Only this dataset (repeatable; default: all).")
+    ] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Markdown instead of the terminal tables.")] = False,
+    latex: Annotated[bool, typer.Option("--latex", help="LaTeX (booktabs) instead of the terminal tables.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Write the Markdown/LaTeX to this file.")] = None,
+    plots: Annotated[Optional[Path], typer.Option(help="Write the PNG figures into this folder.")] = None,
+    protocol: Annotated[str, typer.Option(help="Ranking protocol of the tables: full, sampled or both.")] = "both",
+    bootstrap_seed: Annotated[int, typer.Option(help="Seed of the block-bootstrap intervals.")] = 0,
+) -> None:
+    """Tables (accuracy, ablation, time per batch, paired tests, protocol agreement) and figures from stored runs."""
+    from melonbench.report import ReportOptions, make_report
+
+    if markdown and latex:
+        raise MelonbenchError("choose one of --markdown and --latex")
+    options = ReportOptions(
+        results=results_dir,
+        datasets=tuple(dataset or ()),
+        protocol=protocol,
+        format="markdown" if markdown else "latex" if latex else "terminal",
+        out=out,
+        plots=plots,
+        bootstrap_seed=bootstrap_seed,
+    )
+    make_report(options, Console())
+
+
+def _parse_names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+@app.command()
+def reproduce(
+    dataset: Dataset = "synthetic",
+    models: Annotated[str, typer.Option(help="Comma-separated recommenders.")] = "bpr,ncf",
+    strategies: Annotated[str, typer.Option(help="'all' (every registered strategy) or a comma-separated list.")] = "all",
+    seeds: Annotated[int, typer.Option(help="Run seeds 0..N-1.")] = 5,
+    protocol: Annotated[str, typer.Option(help="leakfree (default) or paper (the published setting).")] = "leakfree",
+    ranking: Annotated[str, typer.Option(help="Ranking protocol of the report's tables: full, sampled or both.")] = "both",
+    device: Device = "auto",
+    capture_lr: Annotated[int, typer.Option(help="Store the learning-rate matrix of every N-th batch (0: off; Figure 4 needs it).")] = 0,
+    results: Annotated[Optional[Path], typer.Option(help="Result store (default $MELONBENCH_HOME/results).")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option(help="Report folder (default $MELONBENCH_HOME/reports/<dataset>).")
+    ] = None,
+    epochs: Epochs = 100,
+) -> None:
+    """Run the paper's grid (models × strategies × seeds; finished runs are kept, interrupted ones resume), then
+    write the report (Markdown, LaTeX, figures)."""
+    from melonbench.progress import RichHooks
+    from melonbench.reproduce import ReproduceConfig
+    from melonbench.reproduce import reproduce as run_grid
+
+    base = RunConfig(dataset=dataset, device=device, protocol=protocol,  # type: ignore[arg-type]
+                     capture_lr_every=capture_lr, pretrain=PretrainConfig(epochs=epochs))
+    config = ReproduceConfig(
+        base=base,
+        models=_parse_names(models),
+        strategies=None if strategies.strip() == "all" else _parse_names(strategies),
+        seeds=seeds,
+        ranking=ranking,
+        results=results,
+        out=out,
+    )
+    run_grid(config, hooks=lambda label: RichHooks(console, label), console=console)
 
 
 def main() -> None:

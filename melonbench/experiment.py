@@ -21,9 +21,10 @@ import torch
 from melonbench import __version__
 from melonbench.atomic import atomic_save_npy
 from melonbench.candidates import evaluation_negatives
-from melonbench.config import PretrainConfig, RunConfig, config_hash, to_jsonable
+from melonbench.config import PrepareOptions, PretrainConfig, RunConfig, config_hash, to_jsonable
 from melonbench.data.store import PreparedDataset, load_dataset
-from melonbench.errors import DivergenceError, MelonbenchError
+from melonbench.data.prepare import prepare_dataset
+from melonbench.errors import DivergenceError, MelonbenchError, NotPreparedError
 from melonbench.history import History
 from melonbench.models import MODELS
 from melonbench.paths import results_dir
@@ -75,6 +76,19 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def load_or_generate(name: str) -> PreparedDataset:
+    """Load a prepared dataset; a generated one (the synthetic default) is prepared on demand with defaults."""
+    from melonbench.data.registry import DATASETS
+
+    try:
+        return load_dataset(name)
+    except NotPreparedError:
+        if name not in DATASETS or not DATASETS[name].generated:
+            raise
+    prepare_dataset(name, PrepareOptions())
+    return load_dataset(name)
+
+
 def dataset_fingerprint(dataset: PreparedDataset) -> str:
     """sha256 of the prepared interactions (from the card when it has it)."""
     card_sha = dataset.card.get("sha256", {})
@@ -110,7 +124,7 @@ def pretrain_only(
     hooks = hooks or RunHooks()
     lookup("model", model, MODELS)
     device = resolve_device(device_name_)
-    dataset = load_dataset(dataset_name)
+    dataset = load_or_generate(dataset_name)
     stream = Stream.from_frame(dataset.interactions, device)
     leakfree, _ = evaluation_negatives(dataset.path, stream, seed, "leakfree", 99)
     n_val = stream.validation_end - stream.pretrain_end
@@ -133,7 +147,7 @@ def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: R
     hooks = hooks or RunHooks()
     validate(config)
     device = resolve_device(config.device)
-    dataset = load_dataset(config.dataset)
+    dataset = load_or_generate(config.dataset)
     fingerprint = dataset_fingerprint(dataset)
     run_id = run_id_for(config, fingerprint, device)
     store = RunStore((results_root or results_dir()) / run_id)

@@ -21,7 +21,8 @@ def captured(monkeypatch):
 
     def fake_run(config, results_root=None, hooks=None):
         calls.append((config, results_root))
-        return RunResult(f"run-{config.seed}", Path("/nowhere"), "finished", {"summary": {"sampled_hr@5": 0.5}})
+        return RunResult(f"run-{config.seed}", Path("/nowhere"), "finished", {"summary": {"sampled_hr@5": 0.5},
+                                                                          "config": {"strategy": config.strategy}})
 
     monkeypatch.setattr(experiment, "run_experiment", fake_run)
     return calls
@@ -72,3 +73,19 @@ def test_bad_options_fail_before_any_work(captured, args, message):
     assert result.exit_code != 0
     assert message in str(result.exception)
     assert captured == []
+
+
+def test_a_real_end_to_end_run_from_nothing_prints_a_summary(tmp_path, monkeypatch):
+    # No `prepare`: the synthetic default is generated on demand; pre-training (2 epochs) happens on demand too.
+    monkeypatch.undo()  # the real engine, not a patched one
+    result = runner.invoke(app, ["run", "--epochs", "2", "--results", str(tmp_path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "online replay" in result.output and "default / bpr / 0" in result.output
+    (run_dir,) = tmp_path.iterdir()
+    import polars as pl
+
+    rows = pl.read_parquet(run_dir / "batches.parquet")
+    assert set(rows["split"].unique()) == {"validation", "test"}
+    assert rows["batch"].to_list() == list(range(rows.height))
+    again = runner.invoke(app, ["run", "--epochs", "2", "--results", str(tmp_path)])
+    assert "already complete" in again.output
