@@ -87,5 +87,5 @@ def test_a_real_end_to_end_run_from_nothing_prints_a_summary(tmp_path, monkeypat
     rows = pl.read_parquet(run_dir / "batches.parquet")
     assert set(rows["split"].unique()) == {"validation", "test"}
     assert rows["batch"].to_list() == list(range(rows.height))
-    again = runner.invoke(app, ["run", "--epochs", "2", "--results", str(tmp_path)])
+    again = runner.invoke(app, ["run", "--epochs", "2", "--results", str(tmp_path)], env={"COLUMNS": "200"})
     assert "already complete" in again.output
