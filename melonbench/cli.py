@@ -284,12 +284,18 @@ def _parse_names(text: str) -> tuple[str, ...]:
 def reproduce(
     dataset: Dataset = "synthetic",
     models: Annotated[str, typer.Option(help="Comma-separated recommenders.")] = "bpr,ncf",
-    strategies: Annotated[str, typer.Option(help="'all' (every registered strategy) or a comma-separated list.")] = "all",
+    strategies: Annotated[
+        str, typer.Option(help="'all' (every registered strategy) or a comma-separated list.")
+    ] = "all",
     seeds: Annotated[int, typer.Option(help="Run seeds 0..N-1.")] = 5,
     protocol: Annotated[str, typer.Option(help="leakfree (default) or paper (the published setting).")] = "leakfree",
-    ranking: Annotated[str, typer.Option(help="Ranking protocol of the report's tables: full, sampled or both.")] = "both",
+    ranking: Annotated[
+        str, typer.Option(help="Ranking protocol of the report's tables: full, sampled or both.")
+    ] = "both",
     device: Device = "auto",
-    capture_lr: Annotated[int, typer.Option(help="Store the learning-rate matrix of every N-th batch (0: off; Figure 4 needs it).")] = 0,
+    capture_lr: Annotated[
+        int, typer.Option(help="Store the learning-rate matrix of every N-th batch (0: off; Figure 4 needs it).")
+    ] = 0,
     results: Annotated[Optional[Path], typer.Option(help="Result store (default $MELONBENCH_HOME/results).")] = None,
     out: Annotated[
         Optional[Path], typer.Option(help="Report folder (default $MELONBENCH_HOME/reports/<dataset>).")

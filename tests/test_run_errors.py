@@ -70,8 +70,8 @@ def test_cuda_without_gpu_is_a_clear_error():
 
 def test_corrupted_checkpoint_is_refused(in_grocery, tmp_path):
     config = RunConfig(dataset="grocery", split="validation", pretrain=PretrainConfig(epochs=1, lr=2e-3))
-    run_experiment(config, tmp_path / "a")
-    (ckpt,) = [p for p in checkpoints_dir().glob("bpr-*.pt") if "lr" not in p.name and p.stat().st_size]
+    first = run_experiment(config, tmp_path / "a")
+    ckpt = checkpoints_dir() / f"bpr-{first.manifest['checkpoint']['key']}.pt"
     ckpt_bytes = ckpt.read_bytes()
     try:
         ckpt.write_bytes(ckpt_bytes[: len(ckpt_bytes) // 2])

@@ -1,0 +1,128 @@
+"""``melonbench report``: the paper's tables and figures from the result store, with honest statistics.
+
+Nothing is rerun: every number comes from the stored per-batch rows (``batches.parquet``) and manifests. The
+tables are built once into a :class:`~melonbench.report_model.Report` and drawn by one of several pure renderers
+(terminal, Markdown, LaTeX); figures go to PNG files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Literal
+
+from rich.console import Console
+
+from melonbench.atomic import atomic_write_bytes
+from melonbench.errors import MelonbenchError
+from melonbench.paths import results_dir
+from melonbench.plots import write_plots
+from melonbench.report_model import Report, model_label
+from melonbench.report_render import latex, markdown, terminal
+from melonbench.report_runs import Run, load_runs
+from melonbench.report_significance import significance
+from melonbench.report_tables import ablation, accuracy, agreement, models_of, settings_of, timing
+
+Format = Literal["terminal", "markdown", "latex"]
+PROTOCOLS = {"sampled": ("sampled",), "full": ("full",), "both": ("sampled", "full")}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportOptions:
+    """Options of ``melonbench report``.
+
+    Attributes
+    ----------
+    results : Path | None
+        Result store to read (default ``$MELONBENCH_HOME/results``).
+    datasets : tuple[str, ...]
+        Only these datasets (default: every dataset in the store).
+    protocol : {"sampled", "full", "both"}
+        Ranking protocol(s) of the accuracy, ablation and significance tables (agreement always shows both).
+    format : {"terminal", "markdown", "latex"}
+        ``terminal`` prints rich tables; the others produce text for a file.
+    out : Path | None
+        Write the Markdown/LaTeX there (atomically) instead of printing it.
+    plots : Path | None
+        Write the PNG figures into this folder.
+    bootstrap_seed : int
+        Seed of the block bootstrap (the same store and seed give the same intervals).
+    n_boot : int
+        Bootstrap replicates.
+    """
+
+    results: Path | None = None
+    datasets: tuple[str, ...] = ()
+    protocol: str = "both"
+    format: Format = "terminal"
+    out: Path | None = None
+    plots: Path | None = None
+    bootstrap_seed: int = 0
+    n_boot: int = 2000
+
+
+def build_report(runs: list[Run], protocol: str = "both", bootstrap_seed: int = 0, n_boot: int = 2000) -> Report:
+    """Every table of the report for ``runs``.
+
+    Raises
+    ------
+    melonbench.report_runs.PairingError
+        When runs that the significance table must pair were not replayed on the same stream, checkpoint,
+        negatives and batches.
+    """
+    rankings = _rankings(protocol)
+    tables = [accuracy(runs, r) for r in rankings]
+    tables += [t for t in (ablation(runs, r) for r in rankings) if t is not None]
+    timing_table, warnings = timing(runs)
+    tables.append(timing_table)
+    tables += [t for t in (significance(runs, r, bootstrap_seed, n_boot) for r in rankings) if t is not None]
+    agreement_table, disagreements = agreement(runs)
+    if agreement_table is not None:
+        tables.append(agreement_table)
+    seeds = sorted({r.seed for r in runs})
+    header = (
+        "melonbench report",
+        f"{len(runs)} runs; datasets: {', '.join(settings_of(runs))}; models: "
+        f"{', '.join(model_label(m) for m in models_of(runs))}; seeds: {', '.join(str(s) for s in seeds)}.",
+    )
+    return Report(header=header, tables=tuple(tables), warnings=tuple(warnings + disagreements))
+
+
+def _rankings(protocol: str) -> tuple[str, ...]:
+    if protocol not in PROTOCOLS:
+        raise MelonbenchError(f"--protocol must be full, sampled or both, got '{protocol}'")
+    return PROTOCOLS[protocol]
+
+
+def render(report: Report, format: Format) -> str:
+    """The report as Markdown or LaTeX text."""
+    if format == "markdown":
+        return markdown(report)
+    if format == "latex":
+        return latex(report)
+    raise MelonbenchError(f"cannot render format '{format}' as text (use markdown or latex)")
+
+
+def make_report(options: ReportOptions, console: Console | None = None) -> Report:
+    """Read the store, build the report, and print or write it (and the figures) as ``options`` ask.
+
+    Returns the report, so that callers (``reproduce``) can render it again.
+    """
+    console = console or Console()
+    _rankings(options.protocol)
+    if options.out is not None and options.format == "terminal":
+        raise MelonbenchError("--out needs --markdown or --latex (the terminal table is printed, not written)")
+    root = options.results or results_dir()
+    runs = load_runs(root, options.datasets)
+    report = build_report(runs, options.protocol, options.bootstrap_seed, options.n_boot)
+    if options.format == "terminal":
+        terminal(report, console)
+    elif options.out is None:
+        sys.stdout.write(render(report, options.format))  # plain text, so that it can be piped to a file
+    else:
+        atomic_write_bytes(options.out, render(report, options.format).encode())
+    if options.plots is not None:
+        paths = write_plots(runs, options.plots, _rankings(options.protocol))
+        Console(stderr=True).print(f"{len(paths)} figures in {options.plots}", highlight=False)
+    return report

@@ -1,0 +1,166 @@
+"""The statistics behind ``melonbench report``: means with standard errors, paired tests, block bootstrap, Holm.
+
+Every function is pure and works on plain numpy arrays; deciding *which* runs may be paired (same stream,
+checkpoint, negatives and batches) is :func:`melonbench.report_runs.aligned`'s job. Two units of pairing are
+offered because the published one is fragile:
+
+- **per batch** (the paper's style): the per-batch metric of strategy A and of strategy B on the same batch of the
+  same seed form a pair; pairs of every seed are pooled into one ``scipy.stats.ttest_rel``. Consecutive batches
+  are autocorrelated (the model carries over), so the nominal p-value is optimistic;
+- **per seed**: each run's mean is one value, pairs are (A, B) on the same seed; honest but low-powered
+  (5 seeds → 4 degrees of freedom).
+
+The moving-block bootstrap interval resamples blocks of consecutive batches within each seed, which keeps the
+short-range dependence that the per-batch t-test ignores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+
+@dataclasses.dataclass(frozen=True)
+class TTest:
+    """A paired t-test of ``a - b``.
+
+    Attributes
+    ----------
+    mean_diff : float
+        Mean of the paired differences ``a - b``.
+    statistic : float
+        The t statistic (NaN when undefined).
+    pvalue : float
+        Two-sided p-value (NaN when undefined: fewer than two pairs, or every difference identical).
+    n : int
+        Number of pairs.
+    """
+
+    mean_diff: float
+    statistic: float
+    pvalue: float
+    n: int
+
+
+def mean_se(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of the mean (sample standard deviation / √n; NaN s.e. for a single value)."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return math.nan, math.nan
+    if x.size == 1:
+        return float(x[0]), math.nan
+    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size))
+
+
+def paired_ttest(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> TTest:
+    """Two-sided paired t-test of ``a`` against ``b`` (``scipy.stats.ttest_rel``).
+
+    Parameters
+    ----------
+    a, b : array-like
+        Aligned values, ``a[i]`` paired with ``b[i]``.
+
+    Returns
+    -------
+    TTest
+        With NaN statistic and p-value when the test is undefined (n < 2, or differences that are all equal up to
+        a relative 1e-12), instead of scipy's runtime warning.
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"paired samples need equal 1-D shapes, got {x.shape} and {y.shape}")
+    diff = x - y
+    mean = float(diff.mean()) if diff.size else math.nan
+    # Differences equal up to rounding have no usable variance (scipy would warn of catastrophic cancellation).
+    if diff.size < 2 or np.ptp(diff) <= 1e-12 * max(float(np.abs(diff).max()), 1e-300):
+        return TTest(mean, math.nan, math.nan, int(diff.size))
+    res = sps.ttest_rel(x, y)
+    return TTest(mean, float(res.statistic), float(res.pvalue), int(diff.size))
+
+
+def block_length(n: int) -> int:
+    """Default moving-block length for a series of ``n`` batches: ⌈n^(1/3)⌉ (Künsch 1989's order), at least 1."""
+    return max(1, math.ceil(n ** (1.0 / 3.0)))
+
+
+def block_bootstrap_ci(
+    diffs: Sequence[np.ndarray],
+    *,
+    seed: int = 0,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    block: int | None = None,
+) -> tuple[float, float]:
+    """Percentile interval of the mean per-batch difference by a moving-block bootstrap, stratified by seed.
+
+    Parameters
+    ----------
+    diffs : sequence of 1-D arrays
+        One series of per-batch differences (A − B) per seed, in batch order.
+    seed : int
+        Seed of the resampling generator (numpy PCG64): the same inputs and seed give the same interval.
+    n_boot : int
+        Bootstrap replicates.
+    level : float
+        Coverage of the two-sided interval.
+    block : int, optional
+        Block length; default :func:`block_length` of the shortest series.
+
+    Returns
+    -------
+    tuple[float, float]
+        ``(low, high)``; NaNs when there is nothing to resample.
+
+    Notes
+    -----
+    Each replicate rebuilds every seed's series from blocks of ``block`` consecutive batches whose starts are
+    drawn uniformly (with replacement), truncated to the series' length, and takes the mean over all resampled
+    batches of all seeds (every batch weighs the same, as in the per-batch t-test).
+    """
+    series = [np.asarray(d, dtype=float) for d in diffs if len(d)]
+    if not series:
+        return math.nan, math.nan
+    b = block or block_length(min(s.size for s in series))
+    rng = np.random.Generator(np.random.PCG64(seed))
+    total = np.zeros(n_boot)
+    count = 0
+    for s in series:
+        size = min(b, s.size)
+        n_blocks = math.ceil(s.size / size)
+        starts = rng.integers(0, s.size - size + 1, size=(n_boot, n_blocks))  # [n_boot, n_blocks]
+        idx = (starts[:, :, None] + np.arange(size)).reshape(n_boot, -1)[:, : s.size]  # [n_boot, len(s)]
+        total += s[idx].sum(axis=1)
+        count += s.size
+    means = total / count
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (NaNs are left out of the family and stay NaN).
+
+    The i-th smallest of m p-values becomes ``max_{j ≤ i} min(1, (m − j + 1) · p_(j))``.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, math.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m = order.size
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out.tolist()
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's τ-b between two scorings of the same items (NaN for fewer than two items or constant input)."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return math.nan
+    return float(sps.kendalltau(a, b).statistic)

@@ -1,0 +1,307 @@
+"""``melonbench report`` on a fixed, hand-written result store: golden Markdown/LaTeX, statistics, refusals, plots.
+
+The store below is written by hand (no replay), so every input is fixed. Regenerate the golden files after a
+deliberate change of the output with ``python tests/test_report.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats as sps
+from typer.testing import CliRunner
+
+from melonbench import report_model
+from melonbench.cli import app
+from melonbench.errors import MelonbenchError
+from melonbench.plots import write_plots
+from melonbench.report import ReportOptions, build_report, make_report, render
+from melonbench.report_model import fmt_p
+from melonbench.report_runs import PairingError, aligned, load_runs
+
+GOLDEN = Path(__file__).parent / "golden"
+SAMPLED_BASE = {"default": 0.30, "frozen": 0.25, "melon": 0.45, "sml": 0.28, "melon-i": 0.31, "melon-p": 0.29}
+# Full ranking orders Frozen above Default and SML below it: the agreement table must flag that.
+FULL_BASE = {"default": 0.10, "frozen": 0.12, "melon": 0.16, "sml": 0.09, "melon-i": 0.11, "melon-p": 0.10}
+UPDATE_S = {"default": 0.004, "frozen": 0.0005, "melon": 0.05, "sml": 0.08, "melon-i": 0.045, "melon-p": 0.046}
+SALT = {name: i for i, name in enumerate(SAMPLED_BASE)}
+GRID = [(m, s) for m in ("bpr", "ncf") for s in ("default", "frozen", "melon")] + [
+    ("bpr", "sml"), ("bpr", "melon-i"), ("bpr", "melon-p")]
+SPANS = [(0, "validation", 1000, 256), (1, "validation", 1256, 100)] + [
+    (2 + i, "test", 1356 + 256 * i, 256 if i < 9 else 50) for i in range(10)]
+
+
+class _Fake:
+    supports = frozenset({"bpr", "ncf"})
+    incompatibility = ""
+
+
+def fake_registry() -> dict[str, type]:
+    """A fixed registry, so the golden files do not change when real strategies are registered."""
+    labels = {"default": "Default", "frozen": "Frozen", "melon": "MeLON", "sml": "SML", "melon-i": "MeLON-I",
+              "melon-p": "MeLON-P"}
+    out = {name: type(name, (_Fake,), {"label": label}) for name, label in labels.items()}
+    out["sml"].supports = frozenset({"bpr"})
+    out["sml"].incompatibility = "it transforms embeddings only"
+    return out
+
+
+def value(strategy: str, model: str, ranking: str, metric: str, k: int, batch: int, seed: int) -> float:
+    """Base level per strategy, plus a pattern shared by every strategy (what pairing removes), plus its own."""
+    base = (SAMPLED_BASE if ranking == "sampled" else FULL_BASE)[strategy]
+    base *= (1.0 if metric == "hr" else 0.6) * (k / 5) ** 0.3 * (1.0 if model == "bpr" else 0.9)
+    # Integer hashes (exact on every machine) stand in for noise: "common" is shared by every strategy.
+    common = 0.03 * (((batch + 1) * 7919 + (seed + 1) * 104729) % 1000) / 1000
+    own = 0.01 * (((batch + 1) * 15485863 + (seed + 1) * 104729 + SALT[strategy] * 1299709) % 1000) / 1000
+    return round(base + common + own, 6)
+
+
+def batches(model: str, strategy: str, seed: int, spans=SPANS) -> pl.DataFrame:
+    rows = []
+    for batch, split, start, n in spans:
+        row = {"batch": batch, "split": split, "start": start, "n": n, "first_ts": 10 * start,
+               "last_ts": 10 * start + n}
+        for ranking in ("sampled", "full"):
+            for metric in ("hr", "ndcg"):
+                for k in (5, 10, 20):
+                    row[f"{ranking}_{metric}@{k}"] = value(strategy, model, ranking, metric, k, batch, seed)
+        row.update(loss=0.5, cold_users=batch % 3, eval_s=0.002 + 0.0001 * (batch % 3),
+                   update_s=UPDATE_S[strategy] * (1 + 0.1 * (batch % 4)), warmup=batch < 2)
+        row["lr_rank"] = 5 if (strategy == "melon" and batch == 11) else None
+        rows.append(row)
+    return pl.DataFrame(rows, schema_overrides={"lr_rank": pl.Int64})
+
+
+def write_run(root: Path, model: str, strategy: str, seed: int, frame: pl.DataFrame | None = None, **changes) -> str:
+    run_id = f"toy_{model}_{strategy}_seed{seed}"
+    manifest = {
+        "run_id": run_id,
+        "config": {"dataset": "toy", "model": model, "strategy": strategy, "seed": seed, "protocol": "leakfree",
+                   "split": "test"},
+        "strategy": {"name": strategy, "label": strategy},
+        "dataset": {"name": "toy", "fingerprint": "fp-toy"},
+        "checkpoint": {"key": f"ckpt-{model}-{seed}"},
+        "negatives_sha256": f"neg-{seed}",
+        "device": {"type": "cuda", "name": "Test GPU"},
+    }
+    for dotted, new in changes.items():
+        *head, last = dotted.split("__")
+        target = manifest
+        for key in head:
+            target = target[key]
+        target[last] = new
+    folder = root / run_id
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (frame if frame is not None else batches(model, strategy, seed)).write_parquet(folder / "batches.parquet")
+    if strategy == "melon" and model == "bpr":
+        i, j = np.meshgrid(np.arange(8), np.arange(12), indexing="ij")
+        w = 0.01 * (i + 1) / 8 + 0.005 * (j % 4) + 0.002 * ((i * j) % 3)  # [8 interactions, 12 positions]
+        (folder / "lr").mkdir()
+        np.save(folder / "lr" / "batch_00011.npy", w.astype(np.float32))
+    return run_id
+
+
+def write_store(root: Path) -> Path:
+    for model, strategy in GRID:
+        for seed in (0, 1):
+            write_run(root, model, strategy, seed)
+    return root
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    monkeypatch.setattr(report_model, "STRATEGIES", fake_registry())
+
+
+@pytest.fixture
+def store(tmp_path, registry) -> Path:
+    return write_store(tmp_path / "results")
+
+
+def test_markdown_matches_the_golden_file(store):
+    report = build_report(load_runs(store))
+    assert render(report, "markdown") == (GOLDEN / "report.md").read_text()
+
+
+def test_latex_matches_the_golden_file(store):
+    report = build_report(load_runs(store))
+    assert render(report, "latex") == (GOLDEN / "report.tex").read_text()
+
+
+def test_cli_writes_the_same_files(store, tmp_path):
+    runner = CliRunner()
+    for flag, name in (("--markdown", "report.md"), ("--latex", "report.tex")):
+        out = tmp_path / name
+        result = runner.invoke(app, ["report", str(store), flag, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert out.read_text() == (GOLDEN / name).read_text()
+    result = runner.invoke(app, ["report", str(store), "--protocol", "sampled"])
+    assert result.exit_code == 0, result.output
+    assert "Accuracy, sampled ranking" in result.output and "full ranking (every" not in result.output
+
+
+def test_accuracy_cell_equals_a_hand_computed_mean_and_standard_error(store):
+    # Default on BPR, sampled HR@5: each seed's interaction-weighted mean over its 10 test batches, then the mean
+    # and the standard error (sample sd / √2) of the two seed means, computed here from the raw formula.
+    seed_means = []
+    for seed in (0, 1):
+        test = [(n, value("default", "bpr", "sampled", "hr", 5, b, seed))
+                for b, split, _, n in SPANS if split == "test"]
+        seed_means.append(sum(n * v for n, v in test) / sum(n for n, _ in test))
+    mean = (seed_means[0] + seed_means[1]) / 2
+    se = abs(seed_means[0] - seed_means[1]) / 2  # for two values, sd/√2 = |a − b| / 2
+    table = build_report(load_runs(store), "sampled").tables[0]
+    row = next(r for r in table.rows if r[1].text == "Default")
+    assert row[2].text == f"{mean:.4f} ± {se:.4f}"
+    melon = next(r for r in table.rows if r[1].text == "MeLON")
+    # Levels 0.45 (MeLON) > 0.30 (Default) > 0.28 (SML) > 0.25 (Frozen); the per-strategy term adds at most 0.008.
+    assert melon[2].mark == "best" and row[2].mark == "second"
+    sml = next(r for r in table.rows if r[1].text == "SML")
+    assert sml[2 + 6].text == "N/A"  # SML on NCF: declared incompatible
+    assert "N/A: SML is defined for BPR only (it transforms embeddings only)." in table.notes
+
+
+def test_significance_p_values_equal_scipy_with_holm_by_hand(tmp_path, registry):
+    root = tmp_path / "results"
+    for strategy in ("default", "frozen"):
+        for seed in (0, 1, 2):
+            write_run(root, "bpr", strategy, seed)
+    runs = load_runs(root)
+    table = build_report(runs, "sampled").tables[-2]
+    assert table.key == "significance-sampled" and len(table.rows) == 1
+    row = table.rows[0]
+    tests = [b for b, split, _, _ in SPANS if split == "test"]
+    p = {}
+    for metric in ("hr", "ndcg"):
+        fro = [value("frozen", "bpr", "sampled", metric, 5, b, s) for s in (0, 1, 2) for b in tests]
+        de = [value("default", "bpr", "sampled", metric, 5, b, s) for s in (0, 1, 2) for b in tests]
+        p[metric] = sps.ttest_rel(fro, de).pvalue
+    # Holm over the family {HR@5, NDCG@5} of this one comparison: the smaller p doubles, the larger keeps
+    # max(itself, the doubled smaller one).
+    small, large = sorted(p.values())
+    adjusted = {m: (min(1, 2 * small) if v == small else max(min(1, 2 * small), large)) for m, v in p.items()}
+    assert row[6].text == fmt_p(adjusted["hr"]) and row[10].text == fmt_p(adjusted["ndcg"])
+    assert row[3].text == "3" and row[4].text == str(3 * len(tests))
+
+
+def test_p_values_never_print_as_zero(store):
+    text = render(build_report(load_runs(store), "sampled"), "markdown")
+    assert "< 1e-16" in text  # MeLON vs Default: a 0.15 gap with ±0.01 noise over 20 pairs
+    assert fmt_p(0.0) == "< 1e-16" and fmt_p(math.nan) == "n/a" and fmt_p(0.0123) == "0.012"
+    assert "| 0.000 |" not in text and " 0e" not in text
+
+
+def test_protocol_disagreement_is_warned_about(store):
+    report = build_report(load_runs(store))
+    # Full-ranking levels put Frozen (0.12) above Default (0.10) on both models, sampled ones below (0.25 < 0.30).
+    warned = [w for w in report.warnings if "full and sampled ranking order the strategies differently" in w]
+    assert [w.split(":")[0] for w in warned] == ["toy/BPR", "toy/BPR", "toy/NCF", "toy/NCF"]
+    assert "full MeLON > Frozen > Default" in warned[2] and "sampled MeLON > Default > Frozen" in warned[2]
+
+
+def test_misaligned_batches_are_refused_with_the_missing_ones_named(tmp_path, registry):
+    root = tmp_path / "results"
+    write_run(root, "bpr", "default", 0)
+    short = write_run(root, "bpr", "frozen", 0, batches("bpr", "frozen", 0, SPANS[:-2]))
+    with pytest.raises(PairingError, match=rf"{short} lacks batches 10, 11"):
+        build_report(load_runs(root))
+
+
+def test_moved_batches_are_refused(tmp_path, registry):
+    root = tmp_path / "results"
+    a = load_runs(write_store_two(root, batches("bpr", "frozen", 0, [(b, s, st + 1, n) for b, s, st, n in SPANS])))
+    with pytest.raises(PairingError, match=r"batches 2, 3, .* cover different interactions"):
+        aligned(a[0], a[1], ["sampled_hr@5"])
+
+
+def write_store_two(root: Path, frozen_frame: pl.DataFrame) -> Path:
+    write_run(root, "bpr", "default", 0)
+    write_run(root, "bpr", "frozen", 0, frozen_frame)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [({"negatives_sha256": "neg-other"}, "negatives_sha256: 'neg-other' vs 'neg-0'"),
+     ({"checkpoint__key": "ckpt-other"}, "checkpoint key: 'ckpt-other' vs 'ckpt-bpr-0'"),
+     ({"dataset__fingerprint": "fp-other"}, "dataset fingerprint")],
+)
+def test_runs_from_different_negatives_or_checkpoints_are_refused(tmp_path, registry, change, named):
+    root = tmp_path / "results"
+    write_run(root, "bpr", "default", 0)
+    write_run(root, "bpr", "frozen", 0, **change)
+    with pytest.raises(PairingError, match="cannot be paired") as info:
+        build_report(load_runs(root))
+    assert named in str(info.value)
+
+
+def test_a_manifest_without_pairing_keys_is_refused_with_them_named(tmp_path, registry):
+    root = tmp_path / "results"
+    write_run(root, "bpr", "default", 0, negatives_sha256=None, checkpoint={})
+    with pytest.raises(MelonbenchError, match="lacks checkpoint.key, negatives_sha256"):
+        load_runs(root)
+
+
+def test_two_runs_of_one_cell_are_refused(tmp_path, registry):
+    root = tmp_path / "results"
+    write_run(root, "bpr", "default", 0)
+    frame = batches("bpr", "default", 0)
+    folder = root / "toy_bpr_default_seed0_again"
+    folder.mkdir()
+    manifest = json.loads((root / "toy_bpr_default_seed0" / "manifest.json").read_text())
+    manifest["run_id"] = folder.name
+    manifest["config"]["batch_size"] = 128
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    frame.write_parquet(folder / "batches.parquet")
+    with pytest.raises(MelonbenchError, match="config differs in: batch_size"):
+        load_runs(root)
+
+
+def test_bad_options_are_refused(store, tmp_path):
+    with pytest.raises(MelonbenchError, match="--protocol must be full, sampled or both"):
+        make_report(ReportOptions(results=store, protocol="paper"))
+    with pytest.raises(MelonbenchError, match="--out needs --markdown or --latex"):
+        make_report(ReportOptions(results=store, out=tmp_path / "x.md"))
+    with pytest.raises(MelonbenchError, match="no finished runs for dataset"):
+        make_report(ReportOptions(results=store, datasets=("yelp",)))
+    result = CliRunner().invoke(app, ["report", str(store), "--markdown", "--latex"])
+    assert "choose one of --markdown and --latex" in str(result.exception)
+
+
+def test_bootstrap_intervals_are_reproducible_and_follow_the_seed(store):
+    runs = load_runs(store)
+    first = render(build_report(runs, "sampled", bootstrap_seed=5, n_boot=300), "markdown")
+    assert render(build_report(runs, "sampled", bootstrap_seed=5, n_boot=300), "markdown") == first
+    assert render(build_report(runs, "sampled", bootstrap_seed=6, n_boot=300), "markdown") != first
+
+
+def test_plots_are_written_and_not_empty(store, tmp_path):
+    paths = write_plots(load_runs(store), tmp_path / "figures", ("sampled",))
+    names = sorted(p.name for p in paths)
+    # Per-batch NDCG and quality-cost for toy × {bpr, ncf}, and one heatmap (MeLON on BPR, lowest seed).
+    assert names == ["lr_toy_bpr_melon_seed0.png", "per-batch_toy_bpr_sampled.png", "per-batch_toy_ncf_sampled.png",
+                     "quality-cost_toy_bpr_sampled.png", "quality-cost_toy_ncf_sampled.png"]
+    for path in paths:
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def _regenerate() -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(report_model, "STRATEGIES", fake_registry()):
+        report = build_report(load_runs(write_store(Path(tmp) / "results")))
+        GOLDEN.mkdir(exist_ok=True)
+        (GOLDEN / "report.md").write_text(render(report, "markdown"))
+        (GOLDEN / "report.tex").write_text(render(report, "latex"))
+
+
+if __name__ == "__main__":
+    _regenerate()

@@ -1,0 +1,112 @@
+"""``melonbench reproduce``: the grid it builds, the options it passes on, and one real tiny end-to-end grid."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from melonbench import reproduce as reproduce_module
+from melonbench import strategies
+from melonbench.cli import app
+from melonbench.config import PrepareOptions, PretrainConfig, RunConfig
+from melonbench.errors import MelonbenchError, NotPreparedError, UnknownNameError
+from melonbench.reproduce import ReproduceConfig, grid, reproduce
+from melonbench.strategies.frozen import Frozen
+
+
+class BprOnly(Frozen):
+    name = "bpronly"
+    label = "BPR-only"
+    supports = frozenset({"bpr"})
+    incompatibility = "a test strategy"
+
+
+@pytest.fixture
+def with_bpr_only(monkeypatch):
+    monkeypatch.setitem(strategies.STRATEGIES, "bpronly", BprOnly)
+
+
+def test_grid_orders_model_seed_strategy_and_skips_declared_incompatible_pairs(with_bpr_only):
+    runs, skipped = grid(ReproduceConfig(models=("bpr", "ncf"), strategies=("default", "bpronly"), seeds=2))
+    assert [(r.model, r.seed, r.strategy) for r in runs] == [
+        ("bpr", 0, "default"), ("bpr", 0, "bpronly"), ("bpr", 1, "default"), ("bpr", 1, "bpronly"),
+        ("ncf", 0, "default"), ("ncf", 1, "default"),
+    ]
+    assert [(s, m) for s, m, _ in skipped] == [("bpronly", "ncf")]
+    assert "a test strategy" in skipped[0][2]
+    assert all(dataclasses.replace(r, model="bpr", strategy="default", seed=0) == RunConfig() for r in runs)
+
+
+def test_all_means_every_registered_strategy(with_bpr_only):
+    runs, _ = grid(ReproduceConfig(models=("bpr",), seeds=1))
+    assert [r.strategy for r in runs] == list(strategies.STRATEGIES)
+
+
+def test_bad_grids_fail_before_any_work(monkeypatch, with_bpr_only):
+    monkeypatch.setattr(reproduce_module.experiment, "run_experiment", lambda *a, **k: pytest.fail("ran"))
+    with pytest.raises(UnknownNameError, match="Unknown strategy 'frozn'. Did you mean 'frozen'?"):
+        reproduce(ReproduceConfig(strategies=("default", "frozn")))
+    with pytest.raises(UnknownNameError, match="Unknown model 'bpx'"):
+        reproduce(ReproduceConfig(models=("bpx",)))
+    with pytest.raises(MelonbenchError, match="nothing to run: every chosen strategy is incompatible"):
+        reproduce(ReproduceConfig(models=("ncf",), strategies=("bpronly",)))
+    with pytest.raises(MelonbenchError, match="--seeds must be at least 1"):
+        reproduce(ReproduceConfig(seeds=0))
+    with pytest.raises(MelonbenchError, match="--ranking must be full, sampled or both"):
+        reproduce(ReproduceConfig(ranking="paper"))
+    with pytest.raises(NotPreparedError, match="dataset 'grocery' is not prepared"):
+        reproduce(ReproduceConfig(base=RunConfig(dataset="grocery")))
+
+
+def test_cli_options_reach_the_reproduce_config(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(reproduce_module, "reproduce", lambda config, hooks=None, console=None: calls.append(config))
+    args = ["reproduce", "--dataset", "grocery", "--models", "bpr", "--strategies", "default, frozen", "--seeds", "3",
+            "--protocol", "paper", "--ranking", "sampled", "--device", "cpu", "--capture-lr", "10",
+            "--results", str(tmp_path / "r"), "--out", str(tmp_path / "o"), "--epochs", "4"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    base = RunConfig(dataset="grocery", device="cpu", protocol="paper", capture_lr_every=10,
+                     pretrain=PretrainConfig(epochs=4))
+    assert calls == [ReproduceConfig(base=base, models=("bpr",), strategies=("default", "frozen"), seeds=3,
+                                     ranking="sampled", results=tmp_path / "r", out=tmp_path / "o")]
+    assert CliRunner().invoke(app, ["reproduce"]).exit_code == 0
+    assert calls[-1] == ReproduceConfig()
+
+
+@pytest.fixture(scope="module")
+def tiny_home(tmp_path_factory) -> Path:
+    """A small synthetic stream (about 9k interactions, 1k users, 300 items), prepared once."""
+    from melonbench.data.prepare import prepare_dataset
+
+    home = tmp_path_factory.mktemp("reproduce_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MELONBENCH_HOME", str(home))
+        options = PrepareOptions(core=5, split=(70.0, 10.0, 20.0), params=(("users", "1000"), ("items", "300")))
+        prepare_dataset("synthetic", options)
+    return home
+
+
+def test_a_tiny_grid_runs_reports_and_is_skipped_when_run_again(tiny_home, monkeypatch):
+    monkeypatch.setenv("MELONBENCH_HOME", str(tiny_home))
+    base = RunConfig(device="cpu", pretrain=PretrainConfig(epochs=1, dim=8))
+    config = ReproduceConfig(base=base, models=("bpr",), strategies=("default", "frozen"), seeds=2, ranking="sampled")
+    first = reproduce(config)
+    assert [o.status for o in first.runs] == ["finished"] * 4
+    out = tiny_home / "reports" / "synthetic"
+    assert first.report_files == (out / "report.md", out / "report.tex")
+    markdown = (out / "report.md").read_text()
+    assert "4 runs; datasets: synthetic; models: BPR; seeds: 0, 1." in markdown
+    assert "| synthetic | BPR | Frozen vs Default | 2 |" in markdown
+    assert "\\begin{tabular}" in (out / "report.tex").read_text()
+    assert sorted(p.name for p in first.figures) == [
+        "per-batch_synthetic_bpr_sampled.png", "quality-cost_synthetic_bpr_sampled.png"]
+    assert all(p.stat().st_size > 10_000 for p in first.figures)
+
+    second = reproduce(config)
+    assert [o.status for o in second.runs] == ["already complete"] * 4
+    assert [o.run_id for o in second.runs] == [o.run_id for o in first.runs]
+    assert (out / "report.md").read_text() == markdown  # same stored runs + seeded bootstrap → same report
