@@ -131,7 +131,7 @@ Model = Annotated[str, typer.Option("--model", "-m", help="Recommender: bpr or n
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
 Epochs = Annotated[int, typer.Option(help="Pre-training epochs (maximum; early stopping on validation HR@5).")]
 Lr = Annotated[float, typer.Option("--lr", help="Pre-training learning rate (Adam).")]
-WeightDecay = Annotated[float, typer.Option(help="Pre-training weight decay.")]
+WeightDecay = Annotated[float, typer.Option(help="Pre-training weight decay (Adam L2; the paper: 1e-3, see docs/protocol.md).")]
 Patience = Annotated[int, typer.Option(help="Pre-training epochs without validation improvement before stopping.")]
 
 
@@ -142,7 +142,7 @@ def pretrain(
     seed: Annotated[int, typer.Option(help="Seed of the initialisation and training negatives.")] = 0,
     epochs: Epochs = 100,
     lr: Lr = 1e-3,
-    weight_decay: WeightDecay = 1e-3,
+    weight_decay: WeightDecay = 0.0,
     patience: Patience = 10,
     device: Device = "auto",
     force: Annotated[bool, typer.Option(help="Pre-train again even if the checkpoint exists.")] = False,
@@ -184,7 +184,7 @@ def run(
     ] = 0,
     epochs: Epochs = 100,
     lr: Lr = 1e-3,
-    weight_decay: WeightDecay = 1e-3,
+    weight_decay: WeightDecay = 0.0,
     patience: Patience = 10,
 ) -> None:
     """Replay the online part prequentially (rank each batch, then update) and store per-batch results."""

@@ -84,14 +84,20 @@ def config_hash(*parts: Any) -> str:
 class PretrainConfig:
     """Offline pre-training of a recommender on the pre-training part.
 
-    Defaults follow the paper (Adam, lr 1e-3, weight decay 1e-3, batch 256, 100 epochs, embedding size 64);
+    Defaults follow the paper (Adam, lr 1e-3, batch 256, 100 epochs, embedding size 64) except the weight decay:
     the kept epoch is the one with the best validation HR@5 (sampled protocol), with early stopping after
     ``patience`` epochs without improvement. The test part is never looked at.
+
+    Weight decay defaults to 0, not the paper's 1e-3: applied as Adam's L2 term it reaches every row of the
+    embedding tables at every step, and Adam's normalisation turns it into a step of about ``lr`` towards zero
+    for rows the batch does not touch, so the N(0, 0.01²) embeddings collapse (measured on the synthetic stream:
+    validation HR@5 0.207 with 1e-3 against 0.387 with 0; on Grocery a median |user embedding| of 3e-7).
+    ``--weight-decay 1e-3`` gives the literal setting.
     """
 
     epochs: int = 100
     lr: float = 1e-3
-    weight_decay: float = 1e-3
+    weight_decay: float = 0.0
     batch_size: int = 256
     patience: int = 10
     dim: int = 64
