@@ -193,6 +193,11 @@ def run(
 
     params = _parse_params(set_)
     if sparse_updates:
+        from melonbench.strategies import get_strategy
+
+        fields = {f.name for f in dataclasses.fields(get_strategy(strategy).Config)}
+        if "sparse" not in fields:
+            raise MelonbenchError(f"--sparse-updates does not apply to '{strategy}': it has no dense/sparse choice")
         params += (("sparse", "true"),)
     base = RunConfig(
         dataset=dataset,

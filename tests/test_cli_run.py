@@ -66,6 +66,7 @@ def test_seeds_runs_seeds_zero_to_n_minus_one(captured):
         (["--set", "momentum=0.9"], "unknown setting 'momentum'"),
         (["--set", "lr=fast"], "setting 'lr' expects float"),
         (["--protocol", "sampled"], "--protocol must be leakfree or paper"),
+        (["--strategy", "frozen", "--sparse-updates"], "--sparse-updates does not apply to 'frozen'"),
     ],
 )
 def test_bad_options_fail_before_any_work(captured, args, message):
