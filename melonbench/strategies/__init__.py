@@ -9,11 +9,21 @@ from melonbench.models.base import Recommender
 from melonbench.registry import lookup
 from melonbench.strategies.base import Strategy, parse_config
 from melonbench.strategies.default import Default
+from melonbench.strategies.eals import EALS
 from melonbench.strategies.frozen import Frozen
+from melonbench.strategies.metasgd import MetaSGD
+from melonbench.strategies.mwnet import MWNet
+from melonbench.strategies.s2meta import S2Meta
+from melonbench.strategies.sml import SML
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "default": Default,
+    "eals": EALS,
     "frozen": Frozen,
+    "metasgd": MetaSGD,
+    "mwnet": MWNet,
+    "s2meta": S2Meta,
+    "sml": SML,
 }
 
 
