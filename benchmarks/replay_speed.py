@@ -4,7 +4,8 @@ Configuration (issue 3): a Grocery-sized stream of 1,233 users, 1,433 items and 
 (80 : 2 : 18), batch 256, 99 sampled negatives + the positive, and full ranking, both protocols on in every
 batch. The stream is drawn at random with power-law item popularity; the recommender is freshly initialised
 (timing does not depend on how well it is trained). Prints the median over the online batches (warm-up batches
-excluded; the median of three replays) and the ratio to the authors' code on the same configuration (sampled candidates only):
+excluded; the median of three replays) and the ratio to the authors' code on the same configuration
+(sampled candidates only):
 
     2-core CPU: BPR 0.020 s, NCF 0.099 s per batch;   H100: BPR 0.0034 s, NCF 0.0047 s.
 
@@ -48,15 +49,28 @@ def measure(model_name: str, device: torch.device, warmup: int = 3, sparse: bool
     history = History(stream.users, stream.items, stream.n_users, stream.n_items, cursor=stream.pretrain_end)
     lo = stream.pretrain_end
     positions = torch.arange(lo, stream.n, device=device)
-    negatives = sample_negatives(history, stream.users[lo:], stream.items[lo:], positions, 99,
-                                 generator(0, "bench", device))
+    negatives = sample_negatives(
+        history, stream.users[lo:], stream.items[lo:], positions, 99, generator(0, "bench", device)
+    )
     model = init_model(model_name, stream, 64, 0)
     params = (("sparse", "true"),) if sparse else ()
     strategy = build_strategy("default", model, params, 0)
     spans = [(i, *s) for i, s in enumerate(batch_spans(stream, ("validation", "test"), 256))]
     cold = torch.zeros(stream.n_users, dtype=torch.bool, device=device)
-    outcomes = list(replay(model, strategy, stream, history, spans, negatives, lo, generator(0, "train", device),
-                           cold, stopwatch=Stopwatch(device)))
+    outcomes = list(
+        replay(
+            model,
+            strategy,
+            stream,
+            history,
+            spans,
+            negatives,
+            lo,
+            generator(0, "train", device),
+            cold,
+            stopwatch=Stopwatch(device),
+        )
+    )
     timed = outcomes[warmup:]
     return statistics.median(o.eval_s for o in timed), statistics.median(o.update_s for o in timed)
 

@@ -41,7 +41,9 @@ def grocery_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mp.setenv("MELONBENCH_HOME", str(home))
         options = PrepareOptions(
             inputs=tuple(folder / f for f in ("train.csv", "dev.csv", "test.csv")),
-            columns="user_id,item_id,time", name="grocery", split=(80.0, 2.0, 18.0),
+            columns="user_id,item_id,time",
+            name="grocery",
+            split=(80.0, 2.0, 18.0),
         )
         prepare_dataset("csv", options)
     return home

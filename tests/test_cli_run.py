@@ -21,8 +21,12 @@ def captured(monkeypatch):
 
     def fake_run(config, results_root=None, hooks=None):
         calls.append((config, results_root))
-        return RunResult(f"run-{config.seed}", Path("/nowhere"), "finished", {"summary": {"sampled_hr@5": 0.5},
-                                                                          "config": {"strategy": config.strategy}})
+        return RunResult(
+            f"run-{config.seed}",
+            Path("/nowhere"),
+            "finished",
+            {"summary": {"sampled_hr@5": 0.5}, "config": {"strategy": config.strategy}},
+        )
 
     monkeypatch.setattr(experiment, "run_experiment", fake_run)
     return calls
@@ -35,18 +39,65 @@ def test_defaults_give_the_default_run_config(captured):
 
 
 def test_every_option_reaches_run_config(captured, tmp_path):
-    args = ["run", "--dataset", "grocery", "--model", "ncf", "--strategy", "default", "--seed", "7",
-            "--device", "cpu", "--split", "validation", "--protocol", "paper", "--batch-size", "128",
-            "--negatives", "49", "--k", "1", "--k", "50", "--set", "lr=0.01", "--sparse-updates",
-            "--warmup", "2", "--checkpoint-every", "5", "--results", str(tmp_path),
-            "--epochs", "3", "--lr", "0.005", "--weight-decay", "0", "--patience", "2"]
+    args = [
+        "run",
+        "--dataset",
+        "grocery",
+        "--model",
+        "ncf",
+        "--strategy",
+        "default",
+        "--seed",
+        "7",
+        "--device",
+        "cpu",
+        "--split",
+        "validation",
+        "--protocol",
+        "paper",
+        "--batch-size",
+        "128",
+        "--negatives",
+        "49",
+        "--k",
+        "1",
+        "--k",
+        "50",
+        "--set",
+        "lr=0.01",
+        "--sparse-updates",
+        "--warmup",
+        "2",
+        "--checkpoint-every",
+        "5",
+        "--results",
+        str(tmp_path),
+        "--epochs",
+        "3",
+        "--lr",
+        "0.005",
+        "--weight-decay",
+        "0",
+        "--patience",
+        "2",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     expected = RunConfig(
-        dataset="grocery", model="ncf", strategy="default", seed=7, device="cpu", split="validation",
-        protocol="paper", batch_size=128, n_negatives=49, ks=(1, 5, 10, 20, 50), warmup=2,
+        dataset="grocery",
+        model="ncf",
+        strategy="default",
+        seed=7,
+        device="cpu",
+        split="validation",
+        protocol="paper",
+        batch_size=128,
+        n_negatives=49,
+        ks=(1, 5, 10, 20, 50),
+        warmup=2,
         strategy_params=(("lr", "0.01"), ("sparse", "true")),
-        pretrain=PretrainConfig(epochs=3, lr=0.005, weight_decay=0.0, patience=2), checkpoint_every=5,
+        pretrain=PretrainConfig(epochs=3, lr=0.005, weight_decay=0.0, patience=2),
+        checkpoint_every=5,
     )
     assert captured == [(expected, tmp_path)]
 

@@ -7,11 +7,11 @@ import io
 
 import pytest
 import torch
+from tiny import online_batches, tiny_model, tiny_stream
 
 from melonbench.history import History
 from melonbench.models import MODELS
 from melonbench.strategies import STRATEGIES, build_strategy
-from tiny import online_batches, tiny_model, tiny_stream
 
 PAIRS = [(s, m) for s in STRATEGIES for m in MODELS if m in STRATEGIES[s].supports]
 # Default is checked in both of its optimiser modes; its sparse mode claims selective updates.
@@ -152,4 +152,4 @@ def test_meta_pretraining_leaves_the_recommender_alone_and_its_state_round_trips
     flat_a, flat_b = torch.utils._pytree.tree_flatten(state)[0], torch.utils._pytree.tree_flatten(again)[0]
     assert len(flat_a) == len(flat_b) > 0
     for a, b in zip(flat_a, flat_b):
-        assert (torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b)
+        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b

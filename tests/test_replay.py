@@ -21,8 +21,8 @@ from melonbench.experiment import RunHooks, run_experiment
 from melonbench.history import History
 from melonbench.pretrain import load_or_pretrain
 from melonbench.replay import rank_batch
-from melonbench.stream import Batch, Stream
 from melonbench.strategies.base import Strategy
+from melonbench.stream import Batch, Stream
 
 PRETRAIN = PretrainConfig(epochs=3, patience=3)
 
@@ -55,7 +55,10 @@ class Memorise(Strategy):
 def test_prepared_grocery_has_the_independently_computed_size(in_grocery):
     ds = load_dataset("grocery")
     assert (len(ds.interactions), ds.interactions["user"].n_unique(), ds.interactions["item"].n_unique()) == (
-        33_326, 1_342, 1_480)
+        33_326,
+        1_342,
+        1_480,
+    )
 
 
 def stream_and_negatives(device="cpu"):
@@ -93,7 +96,8 @@ def test_memorising_strategy_gains_nothing_on_the_batch_it_memorises(in_grocery,
     # ... yet the replay scores batch 0 identically to a model that never trains (both start from one checkpoint).
     metric_cols = [k for k in f.columns if k.startswith(("sampled_", "full_"))]
     assert f.row(0, named=True) | {"eval_s": 0, "update_s": 0, "loss": 0} == (
-        c.row(0, named=True) | {"eval_s": 0, "update_s": 0, "loss": 0})
+        c.row(0, named=True) | {"eval_s": 0, "update_s": 0, "loss": 0}
+    )
     assert len(metric_cols) == 12
     assert frozen.manifest["negatives_sha256"] == cheat.manifest["negatives_sha256"]
 
@@ -167,7 +171,8 @@ def test_an_interrupted_run_resumes_to_the_identical_result(in_grocery, tmp_path
     config = RunConfig(dataset="grocery", split="test", pretrain=PRETRAIN, checkpoint_every=10)
     whole = run_experiment(config, tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(config, tmp_path / "b", Interrupt(after=25))  # raises at the flush of batch 30, after the checkpoint at 20
+        # Raises at the flush after batch 30, i.e. after the checkpoint at batch 20.
+        run_experiment(config, tmp_path / "b", Interrupt(after=25))
     resumed = run_experiment(config, tmp_path / "b")
     assert resumed.status == "resumed" and resumed.manifest["resumed_from_batch"] == 20
     timing = ["eval_s", "update_s"]

@@ -32,9 +32,13 @@ FULL_BASE = {"default": 0.10, "frozen": 0.12, "melon": 0.16, "sml": 0.09, "melon
 UPDATE_S = {"default": 0.004, "frozen": 0.0005, "melon": 0.05, "sml": 0.08, "melon-i": 0.045, "melon-p": 0.046}
 SALT = {name: i for i, name in enumerate(SAMPLED_BASE)}
 GRID = [(m, s) for m in ("bpr", "ncf") for s in ("default", "frozen", "melon")] + [
-    ("bpr", "sml"), ("bpr", "melon-i"), ("bpr", "melon-p")]
+    ("bpr", "sml"),
+    ("bpr", "melon-i"),
+    ("bpr", "melon-p"),
+]
 SPANS = [(0, "validation", 1000, 256), (1, "validation", 1256, 100)] + [
-    (2 + i, "test", 1356 + 256 * i, 256 if i < 9 else 50) for i in range(10)]
+    (2 + i, "test", 1356 + 256 * i, 256 if i < 9 else 50) for i in range(10)
+]
 
 
 class _Fake:
@@ -44,8 +48,14 @@ class _Fake:
 
 def fake_registry() -> dict[str, type]:
     """A fixed registry, so the golden files do not change when real strategies are registered."""
-    labels = {"default": "Default", "frozen": "Frozen", "melon": "MeLON", "sml": "SML", "melon-i": "MeLON-I",
-              "melon-p": "MeLON-P"}
+    labels = {
+        "default": "Default",
+        "frozen": "Frozen",
+        "melon": "MeLON",
+        "sml": "SML",
+        "melon-i": "MeLON-I",
+        "melon-p": "MeLON-P",
+    }
     out = {name: type(name, (_Fake,), {"label": label}) for name, label in labels.items()}
     out["sml"].supports = frozenset({"bpr"})
     out["sml"].incompatibility = "it transforms embeddings only"
@@ -65,14 +75,25 @@ def value(strategy: str, model: str, ranking: str, metric: str, k: int, batch: i
 def batches(model: str, strategy: str, seed: int, spans=SPANS) -> pl.DataFrame:
     rows = []
     for batch, split, start, n in spans:
-        row = {"batch": batch, "split": split, "start": start, "n": n, "first_ts": 10 * start,
-               "last_ts": 10 * start + n}
+        row = {
+            "batch": batch,
+            "split": split,
+            "start": start,
+            "n": n,
+            "first_ts": 10 * start,
+            "last_ts": 10 * start + n,
+        }
         for ranking in ("sampled", "full"):
             for metric in ("hr", "ndcg"):
                 for k in (5, 10, 20):
                     row[f"{ranking}_{metric}@{k}"] = value(strategy, model, ranking, metric, k, batch, seed)
-        row.update(loss=0.5, cold_users=batch % 3, eval_s=0.002 + 0.0001 * (batch % 3),
-                   update_s=UPDATE_S[strategy] * (1 + 0.1 * (batch % 4)), warmup=batch < 2)
+        row.update(
+            loss=0.5,
+            cold_users=batch % 3,
+            eval_s=0.002 + 0.0001 * (batch % 3),
+            update_s=UPDATE_S[strategy] * (1 + 0.1 * (batch % 4)),
+            warmup=batch < 2,
+        )
         row["lr_rank"] = 5 if (strategy == "melon" and batch == 11) else None
         rows.append(row)
     return pl.DataFrame(rows, schema_overrides={"lr_rank": pl.Int64})
@@ -82,8 +103,14 @@ def write_run(root: Path, model: str, strategy: str, seed: int, frame: pl.DataFr
     run_id = f"toy_{model}_{strategy}_seed{seed}"
     manifest = {
         "run_id": run_id,
-        "config": {"dataset": "toy", "model": model, "strategy": strategy, "seed": seed, "protocol": "leakfree",
-                   "split": "test"},
+        "config": {
+            "dataset": "toy",
+            "model": model,
+            "strategy": strategy,
+            "seed": seed,
+            "protocol": "leakfree",
+            "split": "test",
+        },
         "strategy": {"name": strategy, "label": strategy},
         "dataset": {"name": "toy", "fingerprint": "fp-toy"},
         "checkpoint": {"key": f"ckpt-{model}-{seed}"},
@@ -152,8 +179,9 @@ def test_accuracy_cell_equals_a_hand_computed_mean_and_standard_error(store):
     # and the standard error (sample sd / √2) of the two seed means, computed here from the raw formula.
     seed_means = []
     for seed in (0, 1):
-        test = [(n, value("default", "bpr", "sampled", "hr", 5, b, seed))
-                for b, split, _, n in SPANS if split == "test"]
+        test = [
+            (n, value("default", "bpr", "sampled", "hr", 5, b, seed)) for b, split, _, n in SPANS if split == "test"
+        ]
         seed_means.append(sum(n * v for n, v in test) / sum(n for n, _ in test))
     mean = (seed_means[0] + seed_means[1]) / 2
     se = abs(seed_means[0] - seed_means[1]) / 2  # for two values, sd/√2 = |a − b| / 2
@@ -229,9 +257,11 @@ def write_store_two(root: Path, frozen_frame: pl.DataFrame) -> Path:
 
 @pytest.mark.parametrize(
     ("change", "named"),
-    [({"negatives_sha256": "neg-other"}, "negatives_sha256: 'neg-other' vs 'neg-0'"),
-     ({"checkpoint__key": "ckpt-other"}, "checkpoint key: 'ckpt-other' vs 'ckpt-bpr-0'"),
-     ({"dataset__fingerprint": "fp-other"}, "dataset fingerprint")],
+    [
+        ({"negatives_sha256": "neg-other"}, "negatives_sha256: 'neg-other' vs 'neg-0'"),
+        ({"checkpoint__key": "ckpt-other"}, "checkpoint key: 'ckpt-other' vs 'ckpt-bpr-0'"),
+        ({"dataset__fingerprint": "fp-other"}, "dataset fingerprint"),
+    ],
 )
 def test_runs_from_different_negatives_or_checkpoints_are_refused(tmp_path, registry, change, named):
     root = tmp_path / "results"
@@ -286,8 +316,13 @@ def test_plots_are_written_and_not_empty(store, tmp_path):
     paths = write_plots(load_runs(store), tmp_path / "figures", ("sampled",))
     names = sorted(p.name for p in paths)
     # Per-batch NDCG and quality-cost for toy × {bpr, ncf}, and one heatmap (MeLON on BPR, lowest seed).
-    assert names == ["lr_toy_bpr_melon_seed0.png", "per-batch_toy_bpr_sampled.png", "per-batch_toy_ncf_sampled.png",
-                     "quality-cost_toy_bpr_sampled.png", "quality-cost_toy_ncf_sampled.png"]
+    assert names == [
+        "lr_toy_bpr_melon_seed0.png",
+        "per-batch_toy_bpr_sampled.png",
+        "per-batch_toy_ncf_sampled.png",
+        "quality-cost_toy_bpr_sampled.png",
+        "quality-cost_toy_ncf_sampled.png",
+    ]
     for path in paths:
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

@@ -32,8 +32,12 @@ def with_bpr_only(monkeypatch):
 def test_grid_orders_model_seed_strategy_and_skips_declared_incompatible_pairs(with_bpr_only):
     runs, skipped = grid(ReproduceConfig(models=("bpr", "ncf"), strategies=("default", "bpronly"), seeds=2))
     assert [(r.model, r.seed, r.strategy) for r in runs] == [
-        ("bpr", 0, "default"), ("bpr", 0, "bpronly"), ("bpr", 1, "default"), ("bpr", 1, "bpronly"),
-        ("ncf", 0, "default"), ("ncf", 1, "default"),
+        ("bpr", 0, "default"),
+        ("bpr", 0, "bpronly"),
+        ("bpr", 1, "default"),
+        ("bpr", 1, "bpronly"),
+        ("ncf", 0, "default"),
+        ("ncf", 1, "default"),
     ]
     assert [(s, m) for s, m, _ in skipped] == [("bpronly", "ncf")]
     assert "a test strategy" in skipped[0][2]
@@ -64,15 +68,47 @@ def test_bad_grids_fail_before_any_work(monkeypatch, with_bpr_only):
 def test_cli_options_reach_the_reproduce_config(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(reproduce_module, "reproduce", lambda config, hooks=None, console=None: calls.append(config))
-    args = ["reproduce", "--dataset", "grocery", "--models", "bpr", "--strategies", "default, frozen", "--seeds", "3",
-            "--protocol", "paper", "--ranking", "sampled", "--device", "cpu", "--capture-lr", "10",
-            "--results", str(tmp_path / "r"), "--out", str(tmp_path / "o"), "--epochs", "4"]
+    args = [
+        "reproduce",
+        "--dataset",
+        "grocery",
+        "--models",
+        "bpr",
+        "--strategies",
+        "default, frozen",
+        "--seeds",
+        "3",
+        "--protocol",
+        "paper",
+        "--ranking",
+        "sampled",
+        "--device",
+        "cpu",
+        "--capture-lr",
+        "10",
+        "--results",
+        str(tmp_path / "r"),
+        "--out",
+        str(tmp_path / "o"),
+        "--epochs",
+        "4",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    base = RunConfig(dataset="grocery", device="cpu", protocol="paper", capture_lr_every=10,
-                     pretrain=PretrainConfig(epochs=4))
-    assert calls == [ReproduceConfig(base=base, models=("bpr",), strategies=("default", "frozen"), seeds=3,
-                                     ranking="sampled", results=tmp_path / "r", out=tmp_path / "o")]
+    base = RunConfig(
+        dataset="grocery", device="cpu", protocol="paper", capture_lr_every=10, pretrain=PretrainConfig(epochs=4)
+    )
+    assert calls == [
+        ReproduceConfig(
+            base=base,
+            models=("bpr",),
+            strategies=("default", "frozen"),
+            seeds=3,
+            ranking="sampled",
+            results=tmp_path / "r",
+            out=tmp_path / "o",
+        )
+    ]
     assert CliRunner().invoke(app, ["reproduce"]).exit_code == 0
     assert calls[-1] == ReproduceConfig()
 
@@ -103,7 +139,9 @@ def test_a_tiny_grid_runs_reports_and_is_skipped_when_run_again(tiny_home, monke
     assert "| synthetic | BPR | Frozen vs Default | 2 |" in markdown
     assert "\\begin{tabular}" in (out / "report.tex").read_text()
     assert sorted(p.name for p in first.figures) == [
-        "per-batch_synthetic_bpr_sampled.png", "quality-cost_synthetic_bpr_sampled.png"]
+        "per-batch_synthetic_bpr_sampled.png",
+        "quality-cost_synthetic_bpr_sampled.png",
+    ]
     assert all(p.stat().st_size > 10_000 for p in first.figures)
 
     second = reproduce(config)

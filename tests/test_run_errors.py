@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from melonbench import strategies
-from melonbench.cli import app
 from melonbench.config import PretrainConfig, RunConfig
 from melonbench.errors import CheckpointError, DivergenceError, IncompatibleError, MelonbenchError, NotPreparedError
 from melonbench.experiment import run_experiment
@@ -81,8 +79,7 @@ def test_corrupted_checkpoint_is_refused(in_grocery, tmp_path):
         ckpt.write_bytes(ckpt_bytes)
 
 
-def test_non_finite_loss_stops_the_run_with_the_batch_index_and_keeps_the_checkpoint(in_grocery, monkeypatch,
-                                                                                   tmp_path):
+def test_non_finite_loss_stops_the_run_with_the_batch_index_and_keeps_the_checkpoint(in_grocery, monkeypatch, tmp_path):
     monkeypatch.setitem(strategies.STRATEGIES, "explode", Explode)
     config = RunConfig(dataset="grocery", strategy="explode", pretrain=PRETRAIN, checkpoint_every=2)
     with pytest.raises(DivergenceError, match="online batch 3"):
