@@ -119,5 +119,6 @@ def replay(
 
         history.advance(stop - start)  # 4. advance
         times = stopwatch.pop()
-        values = torch.stack([*(m.float().mean() for m in record), losses.float().mean(), cold[users].sum().float()])
+        n_cold = cold[torch.unique(users)].sum()  # distinct users of the batch absent from pre-training
+        values = torch.stack([*(m.float().mean() for m in record), losses.float().mean(), n_cold.float()])
         yield BatchOutcome(index, split, start, stop, values, times.get("eval", 0.0), times.get("update", 0.0))

@@ -181,3 +181,18 @@ def test_an_interrupted_run_resumes_to_the_identical_result(in_grocery, tmp_path
     assert a.equals(b)
     again = run_experiment(config, tmp_path / "b")
     assert again.status == "already complete"
+
+
+def test_cold_users_per_batch_are_the_distinct_users_unseen_in_pretraining(in_grocery, tmp_path):
+    import polars as pl
+
+    run = run_experiment(
+        RunConfig(dataset="grocery", strategy="frozen", split="validation", pretrain=PRETRAIN), tmp_path
+    )
+    rows = pl.read_parquet(run.path / "batches.parquet")
+    frame = load_dataset("grocery").interactions
+    pretrain_users = set(frame.filter(pl.col("split") == "pretrain")["user"].to_list())
+    users = frame["user"].to_numpy()
+    expected = [len({int(u) for u in users[s : s + n]} - pretrain_users) for s, n in zip(rows["start"], rows["n"])]
+    assert rows["cold_users"].to_list() == expected
+    assert sum(expected) > 0  # the validation part of Grocery does have new users
