@@ -11,6 +11,7 @@ from melonbench.strategies.base import Strategy, parse_config
 from melonbench.strategies.default import Default
 from melonbench.strategies.eals import EALS
 from melonbench.strategies.frozen import Frozen
+from melonbench.strategies.melon import Melon, MelonI, MelonP
 from melonbench.strategies.metasgd import MetaSGD
 from melonbench.strategies.mwnet import MWNet
 from melonbench.strategies.s2meta import S2Meta
@@ -20,6 +21,9 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "default": Default,
     "eals": EALS,
     "frozen": Frozen,
+    "melon": Melon,
+    "melon-i": MelonI,
+    "melon-p": MelonP,
     "metasgd": MetaSGD,
     "mwnet": MWNet,
     "s2meta": S2Meta,

@@ -1,0 +1,167 @@
+"""Seconds per online batch of every registered strategy, at the size of Amazon Grocery.
+
+Configuration (issue 4): 1,233 users, 1,433 items, embedding size 64, batch 256, 100 sampled candidates per
+interaction (1 positive + 99 negatives). The stream is a seeded random one with power-law popularity (33,326
+interactions, 80 % "pre-training"), so no prepared dataset is needed; the recommender is freshly initialised
+(timing does not depend on its values). Meta strategies are timed without meta pre-training, for the same reason.
+
+Each (strategy, model) pair runs in its own child process, so its peak memory is its own: peak resident memory
+(``ru_maxrss``) on CPU, ``torch.cuda.max_memory_allocated`` on CUDA. Per batch we time, CUDA-synchronised,
+the ranking of the batch against 100 candidates ("rank") and ``strategy.online_step`` ("update"); the first
+``--warmup`` batches are excluded and medians are printed, with the authors' figures beside ours.
+
+    python benchmarks/strategy_speed.py                          # every strategy, BPR and NCF, on CPU
+    python benchmarks/strategy_speed.py --strategies default,melon --device cuda
+    python benchmarks/strategy_speed.py --strategies melon --models ncf --batches 10 --threads 1
+
+On a CPU shared with other jobs, ``--threads 1`` gives steadier figures: with more threads than free cores,
+the many small operations of a meta step wait on each other (we saw 10–20× slow-downs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+N_USERS, N_ITEMS, N_INTERACTIONS, BATCH, CANDIDATES = 1_233, 1_433, 33_326, 256, 100
+
+# Median seconds per online batch of the authors' code on this configuration (issue 4), and peak memory (GiB).
+REFERENCE = {
+    ("cuda", "bpr", "default"): 0.0034, ("cuda", "bpr", "melon"): 0.066,
+    ("cuda", "ncf", "default"): 0.0047, ("cuda", "ncf", "melon"): 0.127,
+    ("cpu", "bpr", "default"): 0.020, ("cpu", "bpr", "melon"): 0.162,
+    ("cpu", "ncf", "default"): 0.099, ("cpu", "ncf", "melon"): 27.6,
+}
+REFERENCE_PEAK_GIB = {("cuda", "ncf", "melon"): 8.3, ("cpu", "ncf", "melon"): 9.4}
+
+
+def make_stream(device: torch.device):
+    """A seeded Grocery-sized stream: power-law users and items, every id present."""
+    from melonbench.stream import Stream
+
+    g = torch.Generator().manual_seed(0)
+    users = torch.multinomial(torch.arange(1, N_USERS + 1).float() ** -0.8, N_INTERACTIONS, True, generator=g)
+    items = torch.multinomial(torch.arange(1, N_ITEMS + 1).float() ** -0.8, N_INTERACTIONS, True, generator=g)
+    users[:N_USERS], items[:N_ITEMS] = torch.arange(N_USERS), torch.arange(N_ITEMS)
+    end = int(N_INTERACTIONS * 0.8)
+    ts = torch.arange(N_INTERACTIONS) * 60
+    return Stream(users.to(device), items.to(device), ts.to(device), N_USERS, N_ITEMS, end, end + 666)
+
+
+def measure(strategy_name: str, model_name: str, device: torch.device, batches: int, warmup: int,
+            settings: tuple[tuple[str, str], ...] = ()) -> dict:
+    """Time ``warmup + batches`` online batches of one pair in this process."""
+    from melonbench.history import History
+    from melonbench.models import build_model
+    from melonbench.negatives import sample_negatives
+    from melonbench.strategies import STRATEGIES, build_strategy
+    from melonbench.stream import Batch
+    from melonbench.timing import Stopwatch
+
+    torch.manual_seed(0)
+    stream = make_stream(device)
+    model = build_model(model_name, N_USERS, N_ITEMS, dim=64).to(device)
+    fields = {f.name for f in dataclasses.fields(STRATEGIES[strategy_name].Config)}
+    strategy = build_strategy(strategy_name, model, tuple(kv for kv in settings if kv[0] in fields), 0)
+    history = History(stream.users, stream.items, N_USERS, N_ITEMS, cursor=stream.pretrain_end)
+    gen = torch.Generator(device=device).manual_seed(0)
+    watch = Stopwatch(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rank_s, update_s = [], []
+    for index in range(warmup + batches):
+        lo = history.cursor
+        positions = torch.arange(lo, lo + BATCH, device=device)
+        users, items = stream.users[lo : lo + BATCH], stream.items[lo : lo + BATCH]
+        candidates = sample_negatives(history, users, items, positions, CANDIDATES, gen)  # [B, 100] (+1 below)
+        with watch.section("rank"), torch.no_grad():
+            model.score(users, torch.cat([items[:, None], candidates[:, 1:]], 1))
+        with watch.section("update"):
+            strategy.online_step(Batch(index, "test", positions, users, items, stream.ts[lo : lo + BATCH],
+                                       candidates[:, 0]), history)
+        history.advance(BATCH)
+        times = watch.pop()
+        if index >= warmup:
+            rank_s.append(times["rank"])
+            update_s.append(times["update"])
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"strategy": strategy_name, "model": model_name, "device": device.type,
+            "rank_s": statistics.median(rank_s), "update_s": statistics.median(update_s), "peak_bytes": peak,
+            "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    from melonbench.models import MODELS
+    from melonbench.strategies import STRATEGIES
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated (default: all)")
+    parser.add_argument("--models", default="bpr,ncf")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--batches", type=int, default=20, help="timed batches per pair")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="strategy setting, applied to the strategies whose Config has KEY")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: "strategy:model"
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.one:
+        strategy, model = args.one.split(":")
+        settings = tuple(tuple(kv.split("=", 1)) for kv in args.set)
+        print(json.dumps(measure(strategy, model, device, args.batches, args.warmup, settings)))
+        return
+
+    rows = []
+    for model in args.models.split(","):
+        for strategy in args.strategies.split(","):
+            if model not in MODELS or model not in STRATEGIES[strategy].supports:
+                continue
+            started = time.perf_counter()
+            proc = subprocess.run([sys.executable, __file__, "--one", f"{strategy}:{model}", "--device", args.device,
+                                   "--batches", str(args.batches), "--warmup", str(args.warmup),
+                                   "--threads", str(args.threads), *(f"--set={kv}" for kv in args.set)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"{strategy}/{model}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(f"  measured {strategy}/{model} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print_table(rows, device)
+    if args.set:
+        print(f"\nsettings: {', '.join(args.set)}")
+
+
+def print_table(rows: list[dict], device: torch.device) -> None:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"\nGrocery-sized configuration on {name}; median seconds per online batch (warm-up excluded)\n")
+    print("| model | strategy | rank (100 cand.) | update | ours / authors' update | authors' | peak memory |")
+    print("|---|---|---|---|---|---|---|")
+    default = {r["model"]: r["update_s"] for r in rows if r["strategy"] == "default"}
+    for r in rows:
+        ref = REFERENCE.get((r["device"], r["model"], r["strategy"]))
+        peak_ref = REFERENCE_PEAK_GIB.get((r["device"], r["model"], r["strategy"]))
+        ratio = f"{r['update_s'] / ref:.3f}" if ref else ""
+        vs_default = f" ({r['update_s'] / default[r['model']]:.1f}× our default)" if r["model"] in default else ""
+        peak = f"{r['peak_bytes'] / 2**30:.2f} GiB" + (f" (authors' {peak_ref} GiB)" if peak_ref else "")
+        print(f"| {r['model']} | {r['strategy']} | {r['rank_s']:.4f} | {r['update_s']:.4f}{vs_default} | {ratio} | "
+              f"{ref if ref else ''} | {peak} |")
+
+
+if __name__ == "__main__":
+    main()

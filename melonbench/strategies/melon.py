@@ -1,0 +1,356 @@
+"""MeLON: a learning rate for every (interaction, parameter) pair (Kim et al., AAAI 2022), and its ablations.
+
+Per online batch B_t (Algorithm 1, Eq. 14–16), with φ the meta-model:
+
+1. **look-ahead** on B_t^last (the previous interaction of each user and item of B_t, one fresh training negative
+   each): θ̃_m = f̄_m θ_m − Σ_x w_{x,m} ∇_{θ_m}ℓ_x for every parameter the interactions touch, differentiable in φ;
+2. **meta step**: φ ← Adam(1e-3) on (1/n) Σ_{x∈B_t} ℓ_x(θ̃) (``torch.func.functional_call`` on substituted
+   tables: the recommender's own tensors are never modified by the look-ahead in the ``paper`` variant);
+3. **update** on B_t with the new φ, from θ_t, touching only the parameters each interaction uses.
+
+Rates (Eq. 8–12): ``w_{x,m}, f_{x,m} = σ(a_x + b_{x,m} + c)``, the fused gate split into an interaction part
+``a_x = V h_x`` (h_x: graph attention over up to 10 recent neighbours of u and of i, on the detached recommender
+embeddings) and a role part ``b_{x,m} = U h_{x,m}`` with ``h_{x,m} = MLP([θ_m, prep ℓ_x, prep ∇_{θ_m}ℓ_x])``.
+Per-interaction gradients: closed form for BPR-MF, ``torch.func.vmap(grad)`` otherwise (see ``melon_parts``);
+NCF's dense weights get a rate per (interaction, weight) pair, computed in chunks of ``chunk`` pairs under
+activation checkpointing so that memory stays bounded.
+
+Choices where the paper is silent (see docs/melon.md):
+- a parameter touched by several interactions gets the **sum** of their gradient steps (Eq. 5) and the **mean**
+  of their forget rates, θ ← f̄ θ − Σ_x w g (summing forget rates would shrink a shared weight to its opposite);
+- gate biases start as the reference code's (lr ≈ σ(−4.5) ≈ 0.011..0.018, forget ≈ 0.98..0.998);
+- h_x for B^last interactions uses the neighbours before the current batch (not before each interaction);
+- the look-ahead's negatives are drawn among items that exist at the current batch.
+
+``variant="reference"`` reproduces the released code where it differs: role input [prep ℓ̄_batch, prep ∇] with
+no θ through one linear layer (4 → 20), h_x with self + neighbour projections and BatchNorm layers (20 dims),
+per-row **averaging** of steps, and the look-ahead's changes to rows touched only by B^last are **kept**.
+
+Ablations (Table 3): ``melon-i`` drops the role part (one rate per interaction), ``melon-p`` drops h_x and feeds
+the role part batch-level inputs (mean loss, batch gradient of θ_m): one rate per parameter. Both are rank-1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint
+
+from melonbench.errors import MelonbenchError
+from melonbench.negatives import sample_negatives
+from melonbench.seeding import derive_seed, generator
+from melonbench.strategies.base import Strategy
+from melonbench.strategies.melon_parts import (
+    InteractionEncoder,
+    RoleNet,
+    TableSlots,
+    Touched,
+    per_sample,
+    table_slots,
+    unflatten_dense,
+)
+
+if TYPE_CHECKING:
+    from melonbench.history import History
+    from melonbench.models.base import Recommender
+    from melonbench.stream import Batch
+
+VARIANTS = ("paper", "reference")
+LAYOUTS = ("slots", "params")
+
+
+@dataclasses.dataclass(frozen=True)
+class MelonConfig:
+    variant: str = "paper"  # "paper" (the equations) or "reference" (the released code); docs/melon.md
+    meta_lr: float = 1e-3  # paper, Algorithm 1 (Adam)
+    meta_epochs: int = 3  # passes over the pre-training part; paper: 100 (kept small for cost, docs/melon.md)
+    hidden: int = 32  # size of h_x; paper silent (reference code: 20, used by variant=reference)
+    role_hidden: int = 16  # size of h_{x,m}; paper silent (reference code: 20, used by variant=reference)
+    neighbours: int = 10  # sampled neighbours per side, paper Sec. 4.1
+    lr_bias_low: float = -5.0  # learning-rate gate bias ~ U(low, high): reference code
+    lr_bias_high: float = -4.0
+    forget_bias_low: float = 4.0  # forget gate bias ~ U(low, high): reference code
+    forget_bias_high: float = 6.0
+    chunk: int = 0  # (interaction, dense weight) pairs per chunk, bounds memory; 0 = 2^18 on CPU, 2^20 on GPU
+    capture_layout: str = "slots"  # learning-rate capture columns: "slots" or "params" (docs/melon.md)
+    capture_dense: int = 4096  # at most this many dense-weight columns in a capture (evenly spaced)
+
+
+class MetaModel(nn.Module):
+    """φ: the interaction encoder, the role network, and the gate head ``σ(V h_x + U h_{x,m} + c)``."""
+
+    def __init__(self, user_dim: int, item_dim: int, config: MelonConfig, mode: str, generator_: torch.Generator):
+        super().__init__()
+        ref = config.variant == "reference"
+        hidden = 20 if ref else config.hidden
+        self.encoder = InteractionEncoder(user_dim, item_dim, hidden, config.variant) if mode != "p" else None
+        self.gate_x = nn.Linear(hidden, 2, bias=False) if mode != "p" else None
+        self.role = RoleNet(20 if ref else config.role_hidden, config.variant) if mode != "i" else None
+        low = torch.tensor([config.lr_bias_low, config.forget_bias_low])
+        high = torch.tensor([config.lr_bias_high, config.forget_bias_high])
+        self.gate_bias = nn.Parameter(low + (high - low) * torch.rand(2, generator=generator_))
+
+
+class Melon(Strategy):
+    """MeLON (module docstring); ``mode`` selects the full model or an ablation."""
+
+    name = "melon"
+    label = "MeLON"
+    meta = True
+    Config = MelonConfig
+    mode: ClassVar[str] = "full"
+
+    def __init__(self, model: Recommender, config: MelonConfig, seed: int) -> None:
+        super().__init__(model, config, seed)
+        if config.variant not in VARIANTS:
+            raise MelonbenchError(f"melon variant must be one of {', '.join(VARIANTS)}, got '{config.variant}'")
+        if config.capture_layout not in LAYOUTS:
+            raise MelonbenchError(f"capture_layout must be one of {', '.join(LAYOUTS)}, got '{config.capture_layout}'")
+        device = next(model.parameters()).device
+        self.layout: list[TableSlots] = table_slots(model)
+        user_dim = sum(t.dim for t in self.layout if t.user)
+        item_dim = sum(t.dim for t in self.layout if not t.user)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(seed, f"{self.name}-init"))
+            init = torch.Generator().manual_seed(derive_seed(seed, f"{self.name}-gates"))
+            self.phi = MetaModel(user_dim, item_dim, config, self.mode, init).to(device)
+        self.optimizer = torch.optim.Adam(self.phi.parameters(), lr=config.meta_lr)
+        self.generator = generator(seed, f"{self.name}-lookahead-negatives", device)
+
+    @property
+    def selective(self) -> bool:  # type: ignore[override]
+        return self.config.variant == "paper"
+
+    # ---- the three steps --------------------------------------------------------------------------------------
+    def online_step(self, batch: Batch, history: History) -> torch.Tensor:
+        if history.cursor > 0:
+            self._meta_step(batch, history)
+        with torch.no_grad():
+            touched = per_sample(self.model, self.layout, batch.users, batch.items, batch.negatives)
+            h = self._h(history, batch.users, batch.items)
+            valid = torch.ones_like(touched.losses)
+            tables, dense, rates = self._apply(touched, h, valid)
+            for t in self.layout:
+                t.table.weight.copy_(tables[t.name])
+            for name, value in unflatten_dense(self.model, dense).items():
+                self.model.dense_parameters()[name].copy_(value)
+            if self.capture_lr:
+                self.captured_lr = self._capture(touched, h, rates)
+        return touched.losses
+
+    def pretrain_step(self, batch: Batch, history: History) -> torch.Tensor:
+        return self.online_step(batch, history)
+
+    def _meta_step(self, batch: Batch, history: History) -> None:
+        """Look-ahead on B^last with φ_t, then one Adam step of φ on the looked-ahead loss of B_t (Eq. 14–15)."""
+        # one host synchronisation: B^last has a data-dependent size, and compacting it halves the work
+        positions = history.last_positions(batch.users, batch.items)
+        if positions.numel() == 0:
+            return
+        users, items = history.users[positions], history.items[positions]
+        now = torch.full_like(positions, history.cursor)
+        negatives = sample_negatives(history, users, items, positions, 1, self.generator, exist_positions=now)[:, 0]
+        touched = per_sample(self.model, self.layout, users, items, negatives)
+        valid = torch.ones_like(touched.losses)
+        tables, dense, _ = self._apply(touched, self._h(history, users, items), valid)
+        params = {f"{t.name}.weight": tables[t.name] for t in self.layout}
+        params.update(unflatten_dense(self.model, dense))
+        loss = functional_call(self.model, params, (batch.users, batch.items, batch.negatives)).mean()
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        if self.config.variant == "reference":  # the released code keeps the look-ahead on rows B_t leaves alone
+            with torch.no_grad():
+                for t in self.layout:
+                    own = self._row_mask(t, batch.users, batch.items, batch.negatives)
+                    ahead = self._row_mask(t, users, items, negatives)
+                    keep = (ahead & ~own).unsqueeze(1)
+                    t.table.weight.copy_(torch.where(keep, tables[t.name].detach(), t.table.weight))
+
+    # ---- rates and their application --------------------------------------------------------------------------
+    def _h(self, history: History, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor | None:
+        """h_x ``[n, hidden]`` for each interaction (None for melon-p, which has no interaction input)."""
+        if self.phi.encoder is None:
+            return None
+        k = self.config.neighbours
+        user_nb, user_mask = history.user_neighbours(users)
+        item_nb, item_mask = history.item_neighbours(items)
+        user_rows = torch.cat([t.table.weight.detach() for t in self.layout if t.user], 1)  # [U, dU]
+        item_rows = torch.cat([t.table.weight.detach() for t in self.layout if not t.user], 1)  # [I, dI]
+        return self.phi.encoder(
+            user_rows[users], item_rows[items],
+            item_rows[user_nb[:, :k]], user_mask[:, :k], user_rows[item_nb[:, :k]], item_mask[:, :k],
+        )
+
+    def _logits(self, h: torch.Tensor | None, theta, loss, grads) -> torch.Tensor:
+        """Gate logits ``[n|1, c, 2]`` for row or dense columns (``theta [n|1, c]``, ``grads [n|1, c]``)."""
+        out = self.phi.gate_bias
+        if h is not None:
+            out = out + self.phi.gate_x(h).unsqueeze(1)  # [n, 1, 2]
+        if self.phi.role is not None:
+            out = out + self.phi.role(theta, loss, grads)
+        return out if out.dim() == 3 else out.view(1, 1, 2)
+
+    def _loss_input(self, touched: Touched, valid: torch.Tensor) -> torch.Tensor:
+        """ℓ_x per interaction (paper), or the batch-mean loss (reference, melon-p): ``[n]`` or ``[1]``."""
+        if self.mode == "p" or self.config.variant == "reference":
+            mean = (touched.losses * valid).sum() / valid.sum().clamp_min(1)
+            return mean.view(1) if self.mode == "p" else mean.expand_as(touched.losses)
+        return touched.losses
+
+    def _apply(self, touched: Touched, h, valid: torch.Tensor):
+        """New full tables, new flat dense parameters and the row rates ``[n, C]`` (lr, forget)."""
+        loss_in = self._loss_input(touched, valid)
+        grads = touched.grads
+        if self.mode == "p":  # batch gradient of each row, seen by every interaction that touches it
+            grads = self._batch_row_grads(touched, valid)
+        logits = self._logits(h, touched.theta, loss_in, grads)
+        gates = torch.sigmoid(logits).expand(touched.theta.shape[0], touched.theta.shape[1], 2)
+        lr, forget = gates[..., 0], gates[..., 1]
+        tables = {}
+        for t, ids in zip(self.layout, touched.ids):
+            cols = slice(t.start, t.start + t.width)
+            tables[t.name] = self._aggregate(
+                t, ids, touched.grads[:, cols], lr[:, cols], forget[:, cols], valid
+            )
+        dense = self._dense(touched, h, loss_in, valid)
+        return tables, dense, (lr, forget)
+
+    def _aggregate(self, t: TableSlots, ids, grads, lr, forget, valid) -> torch.Tensor:
+        """``f̄ θ − Σ w g`` (or the mean step, reference) on the rows ``ids`` touch; other rows as they are."""
+        n, d = ids.shape[0], t.dim
+        flat = ids.reshape(-1)
+        v = valid.unsqueeze(1).expand(n, t.slots).reshape(-1, 1)
+        weight = t.table.weight.detach()
+        count = torch.zeros(weight.shape[0], 1, device=weight.device).index_add(0, flat, v)
+        step = torch.zeros_like(weight).index_add(0, flat, v * (lr * grads).reshape(-1, d))
+        keep = torch.zeros_like(weight).index_add(0, flat, v * forget.reshape(-1, d)) / count.clamp_min(1)
+        if self.config.variant == "reference":
+            step = step / count.clamp_min(1)
+        return torch.where(count > 0, keep * weight - step, weight)
+
+    def _dense(self, touched: Touched, h, loss_in, valid) -> torch.Tensor:
+        """New dense parameters ``Float[P]``: per (interaction, weight) rates, reduced chunk by chunk."""
+        theta, grads = touched.dense_theta, touched.dense_grads
+        if theta.numel() == 0:
+            return theta
+        n_valid = valid.sum().clamp_min(1)
+        mean = self.config.variant == "reference"
+        if self.mode == "p":
+            g_batch = valid @ grads  # [P]
+            gates = torch.sigmoid(self._logits(None, theta[None], loss_in, g_batch[None]))[0]  # [P, 2]
+            step = gates[:, 0] * g_batch
+            return gates[:, 1] * theta - (step / n_valid if mean else step)
+        if self.mode == "i":
+            gates = torch.sigmoid(self._logits(h, None, None, None))[:, 0]  # [n, 2]
+            step = (valid * gates[:, 0]) @ grads
+            keep = (valid * gates[:, 1]).sum() / n_valid
+            return keep * theta - (step / n_valid if mean else step)
+
+        def chunk_update(theta_c, grads_c, h_, loss_):
+            gates = torch.sigmoid(self._logits(h_, theta_c[None], loss_, grads_c))  # [n, c, 2]
+            step = valid @ (gates[..., 0] * grads_c)
+            keep = (valid @ gates[..., 1]) / n_valid
+            return keep * theta_c - (step / n_valid if mean else step)
+
+        pairs = self.config.chunk or (1 << 18 if theta.device.type == "cpu" else 1 << 20)
+        width = max(1, pairs // max(1, grads.shape[0]))
+        parts = []
+        for lo in range(0, theta.shape[0], width):
+            args = (theta[lo : lo + width], grads[:, lo : lo + width], h, loss_in)
+            if torch.is_grad_enabled():
+                parts.append(checkpoint(chunk_update, *args, use_reentrant=False))
+            else:
+                parts.append(chunk_update(*args))
+        return torch.cat(parts)
+
+    def _batch_row_grads(self, touched: Touched, valid) -> torch.Tensor:
+        """For melon-p: each row column's gradient of the summed batch loss, gathered per entry ``[n, C]``."""
+        out = []
+        for t, ids in zip(self.layout, touched.ids):
+            n, d = ids.shape[0], t.dim
+            g = touched.grads[:, t.start : t.start + t.width].reshape(n, t.slots, d) * valid.view(n, 1, 1)
+            total = torch.zeros_like(t.table.weight).index_add(0, ids.reshape(-1), g.reshape(-1, d))
+            out.append(total[ids].reshape(n, t.width))
+        return torch.cat(out, 1)
+
+    @staticmethod
+    def _row_mask(t: TableSlots, users, items, negatives, valid=None) -> torch.Tensor:
+        ids = t.ids(users, items, negatives)
+        if valid is not None:
+            ids = torch.where(valid.unsqueeze(1), ids, -1)
+        mask = torch.zeros(t.table.weight.shape[0] + 1, dtype=torch.bool, device=ids.device)
+        mask[ids.reshape(-1)] = True  # -1 lands in the spare last entry
+        return mask[:-1]
+
+    # ---- learning-rate capture --------------------------------------------------------------------------------
+    def _capture(self, touched: Touched, h, rates) -> torch.Tensor:
+        """W of the update just applied: ``Float[B, C + P']`` (slots) or ``Float[B, Q + P']`` (params)."""
+        n = touched.theta.shape[0]
+        valid = torch.ones(n, device=touched.theta.device)
+        loss_in = self._loss_input(touched, valid)
+        if self.config.capture_layout == "slots":
+            rows = rates[0]
+        else:
+            theta, grads = self._param_columns(touched)
+            if self.mode == "p":
+                grads = (valid @ grads)[None]
+            rows = torch.sigmoid(self._logits(h, theta, loss_in, grads))[..., 0].expand(n, theta.shape[1])
+        p = touched.dense_theta.numel()
+        if p == 0:
+            return rows.contiguous()
+        cols = torch.linspace(0, p - 1, min(p, self.config.capture_dense), device=rows.device).round().long()
+        theta_d, grads_d = touched.dense_theta[cols][None], touched.dense_grads[:, cols]
+        if self.mode == "p":
+            grads_d = (valid @ grads_d)[None]
+        dense = torch.sigmoid(self._logits(h, theta_d, loss_in, grads_d))[..., 0].expand(n, cols.shape[0])
+        return torch.cat([rows, dense], 1)
+
+    def _param_columns(self, touched: Touched) -> tuple[torch.Tensor, torch.Tensor]:
+        """One column per distinct (table, row, coordinate) the batch touches: ``θ [1, Q]``, ``∇ℓ_x [n, Q]``
+        (zero where x does not use the parameter)."""
+        thetas, grads = [], []
+        for t, ids in zip(self.layout, touched.ids):
+            n, d = ids.shape[0], t.dim
+            uniq, inv = torch.unique(ids, return_inverse=True)  # inv [n, slots]
+            full = touched.grads.new_zeros(n, uniq.shape[0], d)
+            g = touched.grads[:, t.start : t.start + t.width].reshape(n, t.slots, d)
+            full.index_put_((torch.arange(n, device=ids.device)[:, None].expand_as(inv), inv), g, accumulate=True)
+            thetas.append(t.table.weight.detach()[uniq].reshape(1, -1))
+            grads.append(full.reshape(n, -1))
+        return torch.cat(thetas, 1), torch.cat(grads, 1)
+
+    # ---- state ------------------------------------------------------------------------------------------------
+    def meta_state_dict(self) -> dict:
+        return {"phi": self.phi.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_meta_state_dict(self, state: dict) -> None:
+        self.phi.load_state_dict(state["phi"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def state_dict(self) -> dict:
+        return {**self.meta_state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.load_meta_state_dict(state)
+        self.generator.set_state(state["generator"])
+
+
+class MelonI(Melon):
+    """Ablation MeLON_I: interaction inputs only; every parameter x touches gets x's rate (rank-1 W)."""
+
+    name = "melon-i"
+    label = "MeLON-I"
+    mode = "i"
+
+
+class MelonP(Melon):
+    """Ablation MeLON_P: parameter inputs only (batch-mean loss, batch gradient); one rate per parameter."""
+
+    name = "melon-p"
+    label = "MeLON-P"
+    mode = "p"
