@@ -117,8 +117,13 @@ def run_id_for(config: RunConfig, fingerprint: str, device: torch.device) -> str
 
 
 def pretrain_only(
-    dataset_name: str, model: str, config: PretrainConfig, seed: int, device_name_: str = "auto",
-    hooks: RunHooks | None = None, force: bool = False,
+    dataset_name: str,
+    model: str,
+    config: PretrainConfig,
+    seed: int,
+    device_name_: str = "auto",
+    hooks: RunHooks | None = None,
+    force: bool = False,
 ) -> Checkpoint:
     """Pre-train (or find the cached) recommender checkpoint for ``(dataset, model, config, seed)``."""
     hooks = hooks or RunHooks()
@@ -128,8 +133,9 @@ def pretrain_only(
     stream = Stream.from_frame(dataset.interactions, device)
     leakfree, _ = evaluation_negatives(dataset.path, stream, seed, "leakfree", 99)
     n_val = stream.validation_end - stream.pretrain_end
-    return load_or_pretrain(model, stream, config, seed, dataset_fingerprint(dataset), leakfree[:n_val],
-                            hooks.pretrain_epoch, force=force)
+    return load_or_pretrain(
+        model, stream, config, seed, dataset_fingerprint(dataset), leakfree[:n_val], hooks.pretrain_epoch, force=force
+    )
 
 
 def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: RunHooks | None = None) -> RunResult:
@@ -168,8 +174,9 @@ def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: R
     strategy = build_strategy(config.strategy, model, config.strategy_params, config.seed)
     meta_key = None
     if strategy.meta:
-        meta_key = load_or_train_meta(strategy, config.strategy_params, stream, checkpoint.key, config.seed,
-                                      config.batch_size, hooks.meta_batch)
+        meta_key = load_or_train_meta(
+            strategy, config.strategy_params, stream, checkpoint.key, config.seed, config.batch_size, hooks.meta_batch
+        )
     strategy.capture_lr = config.capture_lr_every > 0
 
     splits = ("validation",) if config.split == "validation" else ("validation", "test")
@@ -183,8 +190,13 @@ def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: R
         strategy.load_state_dict(state["strategy"])
         train_gen.set_state(state["train_rng"])
     done = len(rows)
-    history = History(stream.users, stream.items, stream.n_users, stream.n_items,
-                      cursor=spans[done][2] if done < len(spans) else stream.n)
+    history = History(
+        stream.users,
+        stream.items,
+        stream.n_users,
+        stream.n_items,
+        cursor=spans[done][2] if done < len(spans) else stream.n,
+    )
     cold = torch.ones(stream.n_users, dtype=torch.bool, device=device)
     cold[stream.users[: stream.pretrain_end]] = False
 
@@ -211,8 +223,20 @@ def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: R
         pending.clear()
         hooks.advance(len(rows), float(np.mean([r["sampled_hr@5"] for r in rows])) if 5 in config.ks else float("nan"))
 
-    outcomes = replay(model, strategy, stream, history, spans[done:], negatives, stream.pretrain_end, train_gen, cold,
-                      ks=config.ks, paper_protocol=config.protocol == "paper", stopwatch=sw)
+    outcomes = replay(
+        model,
+        strategy,
+        stream,
+        history,
+        spans[done:],
+        negatives,
+        stream.pretrain_end,
+        train_gen,
+        cold,
+        ks=config.ks,
+        paper_protocol=config.protocol == "paper",
+        stopwatch=sw,
+    )
     for outcome in outcomes:
         if strategy.capture_lr and outcome.index % config.capture_lr_every == 0:
             ranks[outcome.index] = capture_learning_rates(strategy, store.path, outcome.index)
@@ -220,19 +244,32 @@ def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: R
         if len(pending) >= min(10, config.checkpoint_every) or outcome.index == spans[-1][0]:
             flush()
         if len(rows) % config.checkpoint_every == 0 and not pending and len(rows) < len(spans):
-            store.save_progress(rows, {"batches_done": len(rows), "model": model.state_dict(),
-                                       "strategy": strategy.state_dict(), "train_rng": train_gen.get_state()})
+            store.save_progress(
+                rows,
+                {
+                    "batches_done": len(rows),
+                    "model": model.state_dict(),
+                    "strategy": strategy.state_dict(),
+                    "train_rng": train_gen.get_state(),
+                },
+            )
 
     manifest = {
         "run_id": run_id,
         "config": to_jsonable(config),
-        "strategy": {"name": config.strategy, "label": get_strategy(config.strategy).label,
-                     "config": to_jsonable(strategy.config)},
+        "strategy": {
+            "name": config.strategy,
+            "label": get_strategy(config.strategy).label,
+            "config": to_jsonable(strategy.config),
+        },
         "protocol": config.protocol,
         "dataset": {"name": config.dataset, "fingerprint": fingerprint, "card": dataset.card},
         "meta_checkpoint": meta_key,
-        "checkpoint": {"key": checkpoint.key, "best_epoch": checkpoint.info.get("best_epoch"),
-                       "best_val_hr@5": checkpoint.info.get("best_val_hr@5")},
+        "checkpoint": {
+            "key": checkpoint.key,
+            "best_epoch": checkpoint.info.get("best_epoch"),
+            "best_val_hr@5": checkpoint.info.get("best_val_hr@5"),
+        },
         "negatives_sha256": negatives_sha,
         "device": {"type": device.type, "name": device_name(device), "peak_memory_bytes": peak_memory_bytes(device)},
         "versions": {"melonbench": __version__, "torch": torch.__version__, "python": sys.version.split()[0]},
@@ -245,18 +282,30 @@ def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: R
     return RunResult(run_id, store.path, "resumed" if state is not None else "finished", manifest)
 
 
-def capture_learning_rates(strategy, folder: Path, index: int) -> int | None:
-    """Save the strategy's last learning-rate matrix W as ``lr/batch_NNNNN.npy``; return its numerical rank.
+RANK_RTOL = 1e-6
 
-    The rank counts singular values above ``σ_max · max(B, P) · ε`` with ε the float32 machine epsilon (W is
-    computed in float32), the default of ``torch.linalg.matrix_rank``.
+
+def numerical_rank(w: torch.Tensor) -> int:
+    """Singular values above ``RANK_RTOL · σ_max``, computed in float64.
+
+    W is computed in float32: rounding a rank-1 product ``a bᵀ`` perturbs it by at most about ``6e-8 · σ_max``
+    (‖E‖₂ ≤ ‖E‖_F ≤ 2⁻²⁴ ‖W‖_F), well below the tolerance, while the tolerance of ``torch.linalg.matrix_rank``
+    (``σ_max · max(B, P) · ε``) grows with the thousands of columns and would hide real structure.
     """
+    s = torch.linalg.svdvals(w.detach().double())
+    if s.numel() == 0 or s[0] == 0:
+        return 0
+    return int((s > RANK_RTOL * s[0]).sum())
+
+
+def capture_learning_rates(strategy, folder: Path, index: int) -> int | None:
+    """Save the strategy's last learning-rate matrix W as ``lr/batch_NNNNN.npy``; return its numerical rank."""
     w = strategy.captured_lr
     if w is None:
         return None
     w = w.detach().float()
     atomic_save_npy(folder / "lr" / f"batch_{index:05d}.npy", w.cpu().numpy())
-    return int(torch.linalg.matrix_rank(w))
+    return numerical_rank(w)
 
 
 def _row(outcome: BatchOutcome, values: np.ndarray, names: list[str], ts: np.ndarray, warmup: int) -> dict[str, Any]:
@@ -287,4 +336,3 @@ def summarise(rows: list[dict[str, Any]], split: str) -> dict[str, float]:
     out["median_update_s"] = float(np.median([r["update_s"] for r in timed]))
     out["batches"] = float(len(part))
     return out
-
