@@ -93,8 +93,11 @@ def test_transfer_network_trains_on_the_next_batch_with_the_kept_rows():
     optimizer.step()
     theta_before = [p.detach().clone() for p in strategy.nets.parameters()]
     strategy.online_step(b1, history)
+    # Adam's first step moves each weight by about lr = 1e-3. The strategy leaves out the kept rows b1 does not read
+    # (their terms in the gradient are exact zeros) and uses the fused Adam kernel: only the rounding changes,
+    # measured ≤ 1.2e-7, so a tolerance of 0.1 % of the step.
     for key, value in strategy.nets.state_dict().items():
-        torch.testing.assert_close(value, nets.state_dict()[key], rtol=0, atol=0)
+        torch.testing.assert_close(value, nets.state_dict()[key], rtol=0, atol=1e-6)
     # Θ did learn
     assert all(not torch.equal(a, b) for a, b in zip(strategy.nets.parameters(), theta_before, strict=True))
     # the kept rows are now those of b1

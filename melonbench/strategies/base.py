@@ -7,12 +7,10 @@ strategy means one file with one subclass and one line in ``melonbench/strategie
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import abc
 import dataclasses
 import typing
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -22,7 +20,6 @@ if TYPE_CHECKING:
     from melonbench.history import History
     from melonbench.models.base import Recommender
     from melonbench.stream import Batch
-
 
 
 class Strategy(abc.ABC):

@@ -12,9 +12,8 @@ catalogues and makes the strategy selective, but it is a different optimiser: sa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
     from melonbench.history import History
     from melonbench.models.base import Recommender
     from melonbench.stream import Batch
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +42,11 @@ class Default(Strategy):
         super().__init__(model, config, seed)
         if config.sparse:
             self.optimizer: torch.optim.Optimizer | LazyAdam = LazyAdam(
-                model.user_tables(), model.item_tables(), model.dense_parameters(),
-                lr=config.lr, weight_decay=config.weight_decay,
+                model.user_tables(),
+                model.item_tables(),
+                model.dense_parameters(),
+                lr=config.lr,
+                weight_decay=config.weight_decay,
             )
         else:
             self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

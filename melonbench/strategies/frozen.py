@@ -6,9 +6,8 @@ stream drift away from the pre-training data?).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,7 +16,6 @@ from melonbench.strategies.base import Strategy
 if TYPE_CHECKING:
     from melonbench.history import History
     from melonbench.stream import Batch
-
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,14 +39,20 @@ class LazyAdam:
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
     ) -> None:
-        self.tables = {**{f"user.{k}": (v.weight, "user") for k, v in user_tables.items()},
-                       **{f"item.{k}": (v.weight, "item") for k, v in item_tables.items()}}
+        self.tables = {
+            **{f"user.{k}": (v.weight, "user") for k, v in user_tables.items()},
+            **{f"item.{k}": (v.weight, "item") for k, v in item_tables.items()},
+        }
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
         self.m = {k: torch.zeros_like(w) for k, (w, _) in self.tables.items()}
         self.v = {k: torch.zeros_like(w) for k, (w, _) in self.tables.items()}
-        self.steps = {k: torch.zeros(w.shape[0], 1, dtype=w.dtype, device=w.device) for k, (w, _) in self.tables.items()}
+        self.steps = {
+            k: torch.zeros(w.shape[0], 1, dtype=w.dtype, device=w.device) for k, (w, _) in self.tables.items()
+        }
         params = list(dense.values())
-        self.dense = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps) if params else None
+        self.dense = (
+            torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps) if params else None
+        )
 
     def zero_grad(self) -> None:
         for w, _ in self.tables.values():
@@ -74,8 +80,12 @@ class LazyAdam:
             self.dense.step()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"m": self.m, "v": self.v, "steps": self.steps,
-                "dense": self.dense.state_dict() if self.dense is not None else None}
+        return {
+            "m": self.m,
+            "v": self.v,
+            "steps": self.steps,
+            "dense": self.dense.state_dict() if self.dense is not None else None,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in self.m:
