@@ -13,6 +13,7 @@ the ranking of the batch against 100 candidates ("rank") and ``strategy.online_s
     python benchmarks/strategy_speed.py                          # every strategy, BPR and NCF, on CPU
     python benchmarks/strategy_speed.py --strategies default,melon --device cuda
     python benchmarks/strategy_speed.py --strategies melon --models ncf --batches 10 --threads 1
+    python benchmarks/strategy_speed.py --strategies default,melon --rounds 3 --threads 2   # interleaved rounds
 
 On a CPU shared with other jobs, ``--threads 1`` gives steadier figures: with more threads than free cores,
 the many small operations of a meta step wait on each other (we saw 10–20× slow-downs).
@@ -35,10 +36,14 @@ N_USERS, N_ITEMS, N_INTERACTIONS, BATCH, CANDIDATES = 1_233, 1_433, 33_326, 256,
 
 # Median seconds per online batch of the authors' code on this configuration (issue 4), and peak memory (GiB).
 REFERENCE = {
-    ("cuda", "bpr", "default"): 0.0034, ("cuda", "bpr", "melon"): 0.066,
-    ("cuda", "ncf", "default"): 0.0047, ("cuda", "ncf", "melon"): 0.127,
-    ("cpu", "bpr", "default"): 0.020, ("cpu", "bpr", "melon"): 0.162,
-    ("cpu", "ncf", "default"): 0.099, ("cpu", "ncf", "melon"): 27.6,
+    ("cuda", "bpr", "default"): 0.0034,
+    ("cuda", "bpr", "melon"): 0.066,
+    ("cuda", "ncf", "default"): 0.0047,
+    ("cuda", "ncf", "melon"): 0.127,
+    ("cpu", "bpr", "default"): 0.020,
+    ("cpu", "bpr", "melon"): 0.162,
+    ("cpu", "ncf", "default"): 0.099,
+    ("cpu", "ncf", "melon"): 27.6,
 }
 REFERENCE_PEAK_GIB = {("cuda", "ncf", "melon"): 8.3, ("cpu", "ncf", "melon"): 9.4}
 
@@ -56,8 +61,14 @@ def make_stream(device: torch.device):
     return Stream(users.to(device), items.to(device), ts.to(device), N_USERS, N_ITEMS, end, end + 666)
 
 
-def measure(strategy_name: str, model_name: str, device: torch.device, batches: int, warmup: int,
-            settings: tuple[tuple[str, str], ...] = ()) -> dict:
+def measure(
+    strategy_name: str,
+    model_name: str,
+    device: torch.device,
+    batches: int,
+    warmup: int,
+    settings: tuple[tuple[str, str], ...] = (),
+) -> dict:
     """Time ``warmup + batches`` online batches of one pair in this process."""
     from melonbench.history import History
     from melonbench.models import build_model
@@ -85,8 +96,9 @@ def measure(strategy_name: str, model_name: str, device: torch.device, batches: 
         with watch.section("rank"), torch.no_grad():
             model.score(users, torch.cat([items[:, None], candidates[:, 1:]], 1))
         with watch.section("update"):
-            strategy.online_step(Batch(index, "test", positions, users, items, stream.ts[lo : lo + BATCH],
-                                       candidates[:, 0]), history)
+            strategy.online_step(
+                Batch(index, "test", positions, users, items, stream.ts[lo : lo + BATCH], candidates[:, 0]), history
+            )
         history.advance(BATCH)
         times = watch.pop()
         if index >= warmup:
@@ -96,9 +108,15 @@ def measure(strategy_name: str, model_name: str, device: torch.device, batches: 
         peak = torch.cuda.max_memory_allocated(device)
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"strategy": strategy_name, "model": model_name, "device": device.type,
-            "rank_s": statistics.median(rank_s), "update_s": statistics.median(update_s), "peak_bytes": peak,
-            "threads": torch.get_num_threads()}
+    return {
+        "strategy": strategy_name,
+        "model": model_name,
+        "device": device.type,
+        "rank_s": statistics.median(rank_s),
+        "update_s": statistics.median(update_s),
+        "peak_bytes": peak,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -112,8 +130,19 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20, help="timed batches per pair")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="strategy setting, applied to the strategies whose Config has KEY")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every pair this many times, interleaved; report the median over rounds",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="strategy setting, applied to the strategies whose Config has KEY",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: "strategy:model"
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -125,26 +154,56 @@ def main() -> None:
         print(json.dumps(measure(strategy, model, device, args.batches, args.warmup, settings)))
         return
 
-    rows = []
-    for model in args.models.split(","):
-        for strategy in args.strategies.split(","):
-            if model not in MODELS or model not in STRATEGIES[strategy].supports:
-                continue
+    pairs = [
+        (strategy, model)
+        for model in args.models.split(",")
+        for strategy in args.strategies.split(",")
+        if model in MODELS and model in STRATEGIES[strategy].supports
+    ]
+    runs: dict[tuple[str, str], list[dict]] = {pair: [] for pair in pairs}
+    # rounds interleave the pairs, so that a change in the machine's load touches them all alike
+    for _ in range(args.rounds):
+        for strategy, model in pairs:
             started = time.perf_counter()
-            proc = subprocess.run([sys.executable, __file__, "--one", f"{strategy}:{model}", "--device", args.device,
-                                   "--batches", str(args.batches), "--warmup", str(args.warmup),
-                                   "--threads", str(args.threads), *(f"--set={kv}" for kv in args.set)],
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    f"{strategy}:{model}",
+                    "--device",
+                    args.device,
+                    "--batches",
+                    str(args.batches),
+                    "--warmup",
+                    str(args.warmup),
+                    "--threads",
+                    str(args.threads),
+                    *(f"--set={kv}" for kv in args.set),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 print(f"{strategy}/{model}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
                 continue
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            runs[(strategy, model)].append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(f"  measured {strategy}/{model} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    rows = [combine(found) for found in runs.values() if found]
     if args.threads:
         torch.set_num_threads(args.threads)
     print_table(rows, device)
     if args.set:
         print(f"\nsettings: {', '.join(args.set)}")
+
+
+def combine(found: list[dict]) -> dict:
+    """One row from the rounds of a pair: median times, largest peak memory."""
+    row = dict(found[0])
+    for key in ("rank_s", "update_s"):
+        row[key] = statistics.median(r[key] for r in found)
+    row["peak_bytes"] = max(r["peak_bytes"] for r in found)
+    return row
 
 
 def print_table(rows: list[dict], device: torch.device) -> None:
@@ -159,8 +218,10 @@ def print_table(rows: list[dict], device: torch.device) -> None:
         ratio = f"{r['update_s'] / ref:.3f}" if ref else ""
         vs_default = f" ({r['update_s'] / default[r['model']]:.1f}× our default)" if r["model"] in default else ""
         peak = f"{r['peak_bytes'] / 2**30:.2f} GiB" + (f" (authors' {peak_ref} GiB)" if peak_ref else "")
-        print(f"| {r['model']} | {r['strategy']} | {r['rank_s']:.4f} | {r['update_s']:.4f}{vs_default} | {ratio} | "
-              f"{ref if ref else ''} | {peak} |")
+        print(
+            f"| {r['model']} | {r['strategy']} | {r['rank_s']:.4f} | {r['update_s']:.4f}{vs_default} | {ratio} | "
+            f"{ref if ref else ''} | {peak} |"
+        )
 
 
 if __name__ == "__main__":

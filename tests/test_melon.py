@@ -14,8 +14,9 @@ from tiny import online_batches, tiny_model, tiny_stream
 from melonbench.errors import MelonbenchError
 from melonbench.history import History
 from melonbench.models import build_model
+from melonbench.preprocess import prep
 from melonbench.strategies import build_strategy
-from melonbench.strategies.melon_parts import per_sample, table_slots
+from melonbench.strategies.melon_parts import DenseStep, RoleNet, Workspace, per_sample, table_slots
 from melonbench.stream import Batch, Stream
 
 
@@ -86,8 +87,9 @@ def test_rows_touched_twice_sum_steps_in_paper_and_average_in_reference(variant,
     assert model.user_emb.weight[0].tolist() == pytest.approx(expected_user, abs=1e-6)
     # item 2 is the negative of both: ∂ℓ/∂e_j = σ(Δ) e_u each
     item_step = 0.1 * (s1 + s2) * np.array([1.0, 2.0]) / (2 if reduce == "mean" else 1)
-    assert model.item_emb.weight[2].tolist() == pytest.approx((0.9 * np.array([0.0, 1.0]) - item_step).tolist(),
-                                                              abs=1e-6)
+    assert model.item_emb.weight[2].tolist() == pytest.approx(
+        (0.9 * np.array([0.0, 1.0]) - item_step).tolist(), abs=1e-6
+    )
     assert model.user_emb.weight[1].tolist() == [0.0, 0.0]  # untouched
 
 
@@ -132,17 +134,22 @@ def grocery_stream(folder: Path, n: int = 3000) -> Stream:
         pl.col("user_id").rank("dense").cast(pl.Int64) - 1, pl.col("item_id").rank("dense").cast(pl.Int64) - 1
     )
     users, items, ts = (torch.tensor(frame[c].to_numpy(), dtype=torch.long) for c in ("user_id", "item_id", "time"))
-    return Stream(users, items, ts, int(users.max()) + 1,
-                  int(items.max()) + 1, n - 256, n - 256)
+    return Stream(users, items, ts, int(users.max()) + 1, int(items.max()) + 1, n - 256, n - 256)
 
 
 @pytest.mark.parametrize(
     ("strategy", "layout", "rank_is_one"),
-    [("melon", "slots", False), ("melon", "params", False), ("melon-i", "slots", True), ("melon-i", "params", True),
-     ("melon-p", "params", True)],
+    [
+        ("melon", "slots", False),
+        ("melon", "params", False),
+        ("melon-i", "slots", True),
+        ("melon-i", "params", True),
+        ("melon-p", "params", True),
+    ],
 )
-def test_learning_rate_matrix_of_a_real_batch_has_the_rank_the_method_allows(shared_data, strategy, layout,
-                                                                             rank_is_one):
+def test_learning_rate_matrix_of_a_real_batch_has_the_rank_the_method_allows(
+    shared_data, strategy, layout, rank_is_one
+):
     stream = grocery_stream(shared_data)
     history = History(stream.users, stream.items, stream.n_users, stream.n_items, cursor=stream.pretrain_end)
     model = build_model("bpr", stream.n_users, stream.n_items, dim=16)
@@ -182,3 +189,70 @@ def test_variant_and_selectivity():
     assert not build_strategy("melon", model, (("variant", "reference"),), 0).selective
     with pytest.raises(MelonbenchError, match="variant"):
         build_strategy("melon", model, (("variant", "papr"),), 0)
+
+
+def role_reference(theta, loss, grads, net):
+    """The paper's role MLP written out with plain autograd ops: the expected values for the fused versions."""
+    x = torch.cat(
+        [theta.expand_as(grads).unsqueeze(-1), prep(loss).unsqueeze(1).expand(*grads.shape, 2), prep(grads)], -1
+    )  # [n, c, 5] = [θ, prep ℓ, prep g]
+    w1 = torch.cat([net.w_theta.weight, net.w_loss.weight, net.w_grad.weight], 1)  # [R, 5]
+    h1 = torch.relu(x @ w1.T + net.w_loss.bias)
+    return torch.relu(h1 @ net.second.weight.T + net.second.bias) @ net.head.weight.T
+
+
+@pytest.mark.parametrize("per_pair_theta", [True, False])
+def test_hand_written_role_network_backward_equals_autograd(per_pair_theta):
+    # float64 so that the only differences are summation order (≈ 1e-15); the reference is the unsplit MLP
+    torch.manual_seed(0)
+    net = RoleNet(16, "paper").double()
+    n, c = 6, 9
+    theta = torch.randn(n if per_pair_theta else 1, c, dtype=torch.double)
+    loss, grads = torch.rand(n, dtype=torch.double), torch.randn(n, c, dtype=torch.double) * 1e-2
+    weights = torch.randn(n, c, 2, dtype=torch.double)
+    got = net(theta, loss, grads)
+    (got * weights).sum().backward()
+    fused = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    expected = role_reference(theta, loss, grads, net)
+    (expected * weights).sum().backward()
+    assert torch.allclose(got, expected, atol=1e-12)
+    for a, b in zip(fused, (p.grad for p in net.parameters())):
+        assert torch.allclose(a, b, atol=1e-12)
+    assert all(p.grad.abs().max() > 1e-6 for p in net.parameters())  # every weight really gets a gradient
+
+
+@pytest.mark.parametrize("mean", [False, True])
+def test_dense_step_equals_autograd_of_the_update_rule(mean):
+    # New dense weights f̄θ − Σ_x w g (÷ n when mean), w, f = σ(a_x + U h_{x,m}); invalid interactions excluded.
+    # Two chunks share one Workspace, both forwards run before both backwards: the reuse must not leak.
+    torch.manual_seed(1)
+    net = RoleNet(16, "paper").double()
+    n, c = 5, 12
+    theta, grads = torch.randn(c, dtype=torch.double), torch.randn(n, c, dtype=torch.double) * 1e-2
+    loss, valid = torch.rand(n, dtype=torch.double), torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0], dtype=torch.double)
+    gate_x = torch.randn(n, 2, dtype=torch.double, requires_grad=True)
+    weights = torch.randn(c, dtype=torch.double)
+
+    def reference():
+        gates = torch.sigmoid(role_reference(theta[None], loss, grads, net) + gate_x.unsqueeze(1))
+        step = valid @ (gates[..., 0] * grads) / (valid.sum() if mean else 1)
+        return (valid @ gates[..., 1]) / valid.sum() * theta - step
+
+    expected = reference()
+    (expected * weights).sum().backward()
+    ref_grads = [p.grad.clone() for p in (*net.parameters(), gate_x)]
+    for p in (*net.parameters(), gate_x):
+        p.grad = None
+    work = Workspace(theta)
+    per_x = net.w_loss(prep(loss))
+    args = (net.w_theta.weight[:, 0], net.w_grad.weight, net.second.weight, net.second.bias, net.head.weight)
+    halves = [
+        DenseStep.apply(theta[s], grads[:, s], per_x, gate_x, *args, valid, mean, work)
+        for s in (slice(0, 7), slice(7, c))
+    ]
+    got = torch.cat(halves)
+    (got * weights).sum().backward()
+    assert torch.allclose(got, expected, atol=1e-12)
+    for a, b in zip(ref_grads, (p.grad for p in (*net.parameters(), gate_x))):
+        assert torch.allclose(a, b, atol=1e-12)

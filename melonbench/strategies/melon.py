@@ -12,8 +12,9 @@ Rates (Eq. 8–12): ``w_{x,m}, f_{x,m} = σ(a_x + b_{x,m} + c)``, the fused gate
 ``a_x = V h_x`` (h_x: graph attention over up to 10 recent neighbours of u and of i, on the detached recommender
 embeddings) and a role part ``b_{x,m} = U h_{x,m}`` with ``h_{x,m} = MLP([θ_m, prep ℓ_x, prep ∇_{θ_m}ℓ_x])``.
 Per-interaction gradients: closed form for BPR-MF, ``torch.func.vmap(grad)`` otherwise (see ``melon_parts``);
-NCF's dense weights get a rate per (interaction, weight) pair, computed in chunks of ``chunk`` pairs under
-activation checkpointing so that memory stays bounded.
+NCF's dense weights get a rate per (interaction, weight) pair, computed in chunks of ``chunk`` pairs, each one
+autograd node (``melon_parts.DenseStep``) that recomputes its activations in the backward pass so that memory
+stays bounded.
 
 Choices where the paper is silent (see docs/melon.md):
 - a parameter touched by several interactions gets the **sum** of their gradient steps (Eq. 5) and the **mean**
@@ -42,13 +43,16 @@ from torch.utils.checkpoint import checkpoint
 
 from melonbench.errors import MelonbenchError
 from melonbench.negatives import sample_negatives
+from melonbench.preprocess import prep
 from melonbench.seeding import derive_seed, generator
 from melonbench.strategies.base import Strategy
 from melonbench.strategies.melon_parts import (
+    DenseStep,
     InteractionEncoder,
     RoleNet,
     TableSlots,
     Touched,
+    Workspace,
     per_sample,
     table_slots,
     unflatten_dense,
@@ -75,7 +79,7 @@ class MelonConfig:
     lr_bias_high: float = -4.0
     forget_bias_low: float = 4.0  # forget gate bias ~ U(low, high): reference code
     forget_bias_high: float = 6.0
-    chunk: int = 0  # (interaction, dense weight) pairs per chunk, bounds memory; 0 = 2^18 on CPU, 2^20 on GPU
+    chunk: int = 0  # (interaction, dense weight) pairs per chunk, bounds memory; 0 = 2^15 on CPU, 2^20 on GPU
     capture_layout: str = "slots"  # learning-rate capture columns: "slots" or "params" (docs/melon.md)
     capture_dense: int = 4096  # at most this many dense-weight columns in a capture (evenly spaced)
 
@@ -112,6 +116,7 @@ class Melon(Strategy):
             raise MelonbenchError(f"capture_layout must be one of {', '.join(LAYOUTS)}, got '{config.capture_layout}'")
         device = next(model.parameters()).device
         self.layout: list[TableSlots] = table_slots(model)
+        self._side_columns = self._side_layout(self.layout, device)
         user_dim = sum(t.dim for t in self.layout if t.user)
         item_dim = sum(t.dim for t in self.layout if not t.user)
         with torch.random.fork_rng(devices=[]):
@@ -120,6 +125,8 @@ class Melon(Strategy):
             self.phi = MetaModel(user_dim, item_dim, config, self.mode, init).to(device)
         self.optimizer = torch.optim.Adam(self.phi.parameters(), lr=config.meta_lr)
         self.generator = generator(seed, f"{self.name}-lookahead-negatives", device)
+        # scratch memory for the role network's [pairs, R] activations, reused batch after batch (not state)
+        self._row_work, self._dense_work = Workspace(self.phi.gate_bias), Workspace(self.phi.gate_bias)
 
     @property
     def selective(self) -> bool:  # type: ignore[override]
@@ -182,17 +189,21 @@ class Melon(Strategy):
         user_rows = torch.cat([t.table.weight.detach() for t in self.layout if t.user], 1)  # [U, dU]
         item_rows = torch.cat([t.table.weight.detach() for t in self.layout if not t.user], 1)  # [I, dI]
         return self.phi.encoder(
-            user_rows[users], item_rows[items],
-            item_rows[user_nb[:, :k]], user_mask[:, :k], user_rows[item_nb[:, :k]], item_mask[:, :k],
+            user_rows[users],
+            item_rows[items],
+            item_rows[user_nb[:, :k]],
+            user_mask[:, :k],
+            user_rows[item_nb[:, :k]],
+            item_mask[:, :k],
         )
 
-    def _logits(self, h: torch.Tensor | None, theta, loss, grads) -> torch.Tensor:
+    def _logits(self, h: torch.Tensor | None, theta, loss, grads, work: Workspace | None = None) -> torch.Tensor:
         """Gate logits ``[n|1, c, 2]`` for row or dense columns (``theta [n|1, c]``, ``grads [n|1, c]``)."""
         out = self.phi.gate_bias
         if h is not None:
             out = out + self.phi.gate_x(h).unsqueeze(1)  # [n, 1, 2]
         if self.phi.role is not None:
-            out = out + self.phi.role(theta, loss, grads)
+            out = out + self.phi.role(theta, loss, grads, work)
         return out if out.dim() == 3 else out.view(1, 1, 2)
 
     def _loss_input(self, touched: Touched, valid: torch.Tensor) -> torch.Tensor:
@@ -208,27 +219,47 @@ class Melon(Strategy):
         grads = touched.grads
         if self.mode == "p":  # batch gradient of each row, seen by every interaction that touches it
             grads = self._batch_row_grads(touched, valid)
-        logits = self._logits(h, touched.theta, loss_in, grads)
+        logits = self._logits(h, touched.theta, loss_in, grads, self._row_work)
         gates = torch.sigmoid(logits).expand(touched.theta.shape[0], touched.theta.shape[1], 2)
         lr, forget = gates[..., 0], gates[..., 1]
         tables = {}
-        for t, ids in zip(self.layout, touched.ids):
-            cols = slice(t.start, t.start + t.width)
-            tables[t.name] = self._aggregate(
-                t, ids, touched.grads[:, cols], lr[:, cols], forget[:, cols], valid
-            )
+        step_all = lr * touched.grads  # [n, C]
+        for group, ids, cols in self._sides(touched):
+            new = self._aggregate(group, ids, step_all[:, cols], forget[:, cols], valid)
+            start = 0
+            for t in group:
+                tables[t.name] = new[:, start : start + t.dim]
+                start += t.dim
         dense = self._dense(touched, h, loss_in, valid)
         return tables, dense, (lr, forget)
 
-    def _aggregate(self, t: TableSlots, ids, grads, lr, forget, valid) -> torch.Tensor:
-        """``f̄ θ − Σ w g`` (or the mean step, reference) on the rows ``ids`` touch; other rows as they are."""
-        n, d = ids.shape[0], t.dim
+    def _sides(self, touched: Touched):
+        """The user tables, then the item tables, each with their shared row ids ``[n, slots]`` and the row columns
+        ordered (slot, table, coordinate), so that one side is aggregated as one ``[rows, Σ dim]`` table."""
+        for group, cols in self._side_columns:
+            yield group, touched.ids[self.layout.index(group[0])], cols
+
+    @staticmethod
+    def _side_layout(layout: list[TableSlots], device) -> list[tuple[list[TableSlots], torch.Tensor]]:
+        out = []
+        for user in (True, False):
+            group = [t for t in layout if t.user == user]
+            if group:
+                cols = [t.start + s * t.dim + k for s in range(group[0].slots) for t in group for k in range(t.dim)]
+                out.append((group, torch.tensor(cols, device=device)))
+        return out
+
+    def _aggregate(self, group: list[TableSlots], ids, steps, forget, valid) -> torch.Tensor:
+        """``f̄ θ − Σ w g`` (or the mean step, reference) on the rows ``ids`` touch, other rows as they are, for the
+        side's tables side by side: ``[rows, Σ dim]``. ``steps`` and ``forget`` are ``[n, slots × Σ dim]``."""
+        n, slots = ids.shape
         flat = ids.reshape(-1)
-        v = valid.unsqueeze(1).expand(n, t.slots).reshape(-1, 1)
-        weight = t.table.weight.detach()
+        v = valid.unsqueeze(1).expand(n, slots).reshape(-1, 1)
+        weight = torch.cat([t.table.weight.detach() for t in group], 1)
+        width = weight.shape[1]
         count = torch.zeros(weight.shape[0], 1, device=weight.device).index_add(0, flat, v)
-        step = torch.zeros_like(weight).index_add(0, flat, v * (lr * grads).reshape(-1, d))
-        keep = torch.zeros_like(weight).index_add(0, flat, v * forget.reshape(-1, d)) / count.clamp_min(1)
+        step = torch.zeros_like(weight).index_add(0, flat, v * steps.reshape(-1, width))
+        keep = torch.zeros_like(weight).index_add(0, flat, v * forget.reshape(-1, width)) / count.clamp_min(1)
         if self.config.variant == "reference":
             step = step / count.clamp_min(1)
         return torch.where(count > 0, keep * weight - step, weight)
@@ -251,21 +282,34 @@ class Melon(Strategy):
             keep = (valid * gates[:, 1]).sum() / n_valid
             return keep * theta - (step / n_valid if mean else step)
 
-        def chunk_update(theta_c, grads_c, h_, loss_):
+        pairs = self.config.chunk or (1 << 15 if theta.device.type == "cpu" else 1 << 20)
+        width = max(1, pairs // max(1, grads.shape[0]))
+        chunks = [(theta[lo : lo + width], grads[:, lo : lo + width]) for lo in range(0, theta.shape[0], width)]
+        role = self.phi.role
+        if role.second is not None:  # the paper's MLP: hand-written backward, activations recomputed per chunk
+            gate_x = self.phi.gate_bias + self.phi.gate_x(h)  # [n, 2]
+            per_x = role.w_loss(prep(loss_in))  # [n|1, R]
+            weights = (
+                role.w_theta.weight[:, 0],
+                role.w_grad.weight,
+                role.second.weight,
+                role.second.bias,
+                role.head.weight,
+            )
+            work = self._dense_work
+            return torch.cat([DenseStep.apply(t, g, per_x, gate_x, *weights, valid, mean, work) for t, g in chunks])
+
+        def chunk_update(theta_c, grads_c, h_, loss_):  # reference: one linear layer, autograd + checkpointing
             gates = torch.sigmoid(self._logits(h_, theta_c[None], loss_, grads_c))  # [n, c, 2]
             step = valid @ (gates[..., 0] * grads_c)
             keep = (valid @ gates[..., 1]) / n_valid
             return keep * theta_c - (step / n_valid if mean else step)
 
-        pairs = self.config.chunk or (1 << 18 if theta.device.type == "cpu" else 1 << 20)
-        width = max(1, pairs // max(1, grads.shape[0]))
-        parts = []
-        for lo in range(0, theta.shape[0], width):
-            args = (theta[lo : lo + width], grads[:, lo : lo + width], h, loss_in)
-            if torch.is_grad_enabled():
-                parts.append(checkpoint(chunk_update, *args, use_reentrant=False))
-            else:
-                parts.append(chunk_update(*args))
+        grad = torch.is_grad_enabled()
+        parts = [
+            checkpoint(chunk_update, t, g, h, loss_in, use_reentrant=False) if grad else chunk_update(t, g, h, loss_in)
+            for t, g in chunks
+        ]
         return torch.cat(parts)
 
     def _batch_row_grads(self, touched: Touched, valid) -> torch.Tensor:
