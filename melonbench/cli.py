@@ -6,7 +6,7 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -69,25 +69,26 @@ def _parse_params(items: list[str] | None) -> tuple[tuple[str, str], ...]:
 def prepare(
     dataset: Annotated[str, typer.Argument(help="Registry name (see `melonbench datasets`).")] = "synthetic",
     input: Annotated[
-        Optional[list[Path]], typer.Option("--input", "-i", help="Local raw file(s) instead of downloading.")
+        list[Path] | None, typer.Option("--input", "-i", help="Local raw file(s) instead of downloading.")
     ] = None,
     core: Annotated[int, typer.Option(help="k of the k-core filter on users and items.")] = 20,
     core_mode: Annotated[
-        str, typer.Option(help="single: both counts on the de-duplicated input, applied once; iterative: to a fixpoint.")
+        str,
+        typer.Option(help="single: counts taken once on the de-duplicated input; iterative: to a fixpoint."),
     ] = "single",
-    dedupe: Annotated[str, typer.Option(help="first: keep the earliest repeat of a (user, item); keep: keep all.")] = "first",
+    dedupe: Annotated[str, typer.Option(help="first: earliest repeat of a (user, item); keep: all.")] = "first",
     split: Annotated[
-        Optional[str], typer.Option(help="pre-train:validation:test percentages, e.g. 80:2:18 (default: the dataset's).")
+        str | None, typer.Option(help="pre-train:validation:test percentages, e.g. 80:2:18 (default: the dataset's).")
     ] = None,
     force: Annotated[bool, typer.Option(help="Prepare again even if an identical preparation exists.")] = False,
-    name: Annotated[Optional[str], typer.Option(help="Store under this name (required for `csv`).")] = None,
+    name: Annotated[str | None, typer.Option(help="Store under this name (required for `csv`).")] = None,
     columns: Annotated[
-        Optional[str], typer.Option(help="csv only: user,item,ts as header names or 0-based positions.")
+        str | None, typer.Option(help="csv only: user,item,ts as header names or 0-based positions.")
     ] = None,
-    sha256: Annotated[Optional[str], typer.Option(help="Expected sha256 of the download (overrides the registry).")] = None,
+    sha256: Annotated[str | None, typer.Option(help="Expected sha256 of the download.")] = None,
     insecure: Annotated[bool, typer.Option(help="Download without TLS verification (explicit opt-in).")] = False,
     set_: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Reader setting key=value (e.g. synthetic: users=2000).")
+        list[str] | None, typer.Option("--set", help="Reader setting key=value (e.g. synthetic: users=2000).")
     ] = None,
 ) -> None:
     """Download (or read --input), filter, order by time, split, and write Parquet plus a dataset card."""
@@ -115,7 +116,7 @@ def prepare(
 
 @app.command()
 def datasets(
-    show: Annotated[Optional[str], typer.Option(help="Print the card of this prepared dataset.")] = None,
+    show: Annotated[str | None, typer.Option(help="Print the card of this prepared dataset.")] = None,
 ) -> None:
     """List the dataset registry and what is prepared locally."""
     from melonbench.data.catalog import print_card, print_catalog
@@ -131,7 +132,9 @@ Model = Annotated[str, typer.Option("--model", "-m", help="Recommender: bpr or n
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
 Epochs = Annotated[int, typer.Option(help="Pre-training epochs (maximum; early stopping on validation HR@5).")]
 Lr = Annotated[float, typer.Option("--lr", help="Pre-training learning rate (Adam).")]
-WeightDecay = Annotated[float, typer.Option(help="Pre-training weight decay (Adam L2; the paper: 1e-3, see docs/protocol.md).")]
+WeightDecay = Annotated[
+    float, typer.Option(help="Pre-training weight decay (Adam L2; paper: 1e-3, see docs/protocol.md).")
+]
 Patience = Annotated[int, typer.Option(help="Pre-training epochs without validation improvement before stopping.")]
 
 
@@ -167,18 +170,20 @@ def run(
     model: Model = "bpr",
     strategy: Annotated[str, typer.Option("--strategy", "-s", help="Update strategy (registry name).")] = "default",
     seed: Annotated[int, typer.Option(help="Seed of this run.")] = 0,
-    seeds: Annotated[Optional[int], typer.Option(help="Run seeds 0..N-1 instead of --seed.")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Run seeds 0..N-1 instead of --seed.")] = None,
     device: Device = "auto",
     split: Annotated[str, typer.Option(help="validation (replay it alone) or test (validation, then test).")] = "test",
-    protocol: Annotated[str, typer.Option(help="leakfree (default) or paper (the published setting, leaks included).")] = "leakfree",
+    protocol: Annotated[
+        str, typer.Option(help="leakfree, or paper (the published setting, leaks included).")
+    ] = "leakfree",
     batch_size: Annotated[int, typer.Option(help="Online batch size.")] = 256,
     negatives: Annotated[int, typer.Option(help="Sampled-protocol negatives per interaction.")] = 99,
-    k: Annotated[Optional[list[int]], typer.Option("--k", help="Extra cut-off for HR/NDCG (5, 10, 20 always).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Strategy setting key=value.")] = None,
+    k: Annotated[list[int] | None, typer.Option("--k", help="Extra cut-off for HR/NDCG (5, 10, 20 always).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Strategy setting key=value.")] = None,
     sparse_updates: Annotated[bool, typer.Option(help="Update only the rows a batch touches (lazy Adam).")] = False,
     warmup: Annotated[int, typer.Option(help="Batches flagged as timing warm-up.")] = 3,
     checkpoint_every: Annotated[int, typer.Option(help="Batches between resumable checkpoints.")] = 50,
-    results: Annotated[Optional[Path], typer.Option(help="Result store (default $MELONBENCH_HOME/results).")] = None,
+    results: Annotated[Path | None, typer.Option(help="Result store (default $MELONBENCH_HOME/results).")] = None,
     capture_lr: Annotated[
         int, typer.Option(help="Store the learning-rate matrix of every N-th batch (0: off) with its rank.")
     ] = 0,
@@ -231,19 +236,34 @@ def _print_summary(outcomes: list) -> None:
     from rich.table import Table
 
     table = Table(title="online replay: mean over the reported split (sampled = 1 + 99, full = all items)")
-    for col in ("strategy / model / seed", "HR@5 sampled", "NDCG@10 sampled", "HR@5 full", "NDCG@10 full",
-                "update s", "eval s", "status"):
+    for col in (
+        "strategy / model / seed",
+        "HR@5 sampled",
+        "NDCG@10 sampled",
+        "HR@5 full",
+        "NDCG@10 full",
+        "update s",
+        "eval s",
+        "status",
+    ):
         table.add_column(col, justify="left" if col[0] in "ss" else "right")
     for out in outcomes:
         s = out.manifest.get("summary", {})
         config = out.manifest.get("config", {})
 
-        def f(key: str, fmt: str = ".4f") -> str:
+        def f(key: str, fmt: str = ".4f", s: dict = s) -> str:
             return format(s[key], fmt) if key in s else "-"
 
-        table.add_row(f"{config.get('strategy')} / {config.get('model')} / {config.get('seed')}",
-                      f("sampled_hr@5"), f("sampled_ndcg@10"), f("full_hr@5"), f("full_ndcg@10"),
-                      f("median_update_s", ".5f"), f("median_eval_s", ".5f"), out.status)
+        table.add_row(
+            f"{config.get('strategy')} / {config.get('model')} / {config.get('seed')}",
+            f("sampled_hr@5"),
+            f("sampled_ndcg@10"),
+            f("full_hr@5"),
+            f("full_ndcg@10"),
+            f("median_update_s", ".5f"),
+            f("median_eval_s", ".5f"),
+            out.status,
+        )
     Console().print(table)
     for out in outcomes:
         console.print(f"results: {out.path}", highlight=False, soft_wrap=True)
@@ -252,15 +272,15 @@ def _print_summary(outcomes: list) -> None:
 @app.command()
 def report(
     results_dir: Annotated[
-        Optional[Path], typer.Argument(help="Result store to read (default $MELONBENCH_HOME/results).")
+        Path | None, typer.Argument(help="Result store to read (default $MELONBENCH_HOME/results).")
     ] = None,
     dataset: Annotated[
-        Optional[list[str]], typer.Option("--dataset", "-d", help="Only this dataset (repeatable; default: all).")
+        list[str] | None, typer.Option("--dataset", "-d", help="Only this dataset (repeatable; default: all).")
     ] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Markdown instead of the terminal tables.")] = False,
     latex: Annotated[bool, typer.Option("--latex", help="LaTeX (booktabs) instead of the terminal tables.")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="Write the Markdown/LaTeX to this file.")] = None,
-    plots: Annotated[Optional[Path], typer.Option(help="Write the PNG figures into this folder.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the Markdown/LaTeX to this file.")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Write the PNG figures into this folder.")] = None,
     protocol: Annotated[str, typer.Option(help="Ranking protocol of the tables: full, sampled or both.")] = "both",
     bootstrap_seed: Annotated[int, typer.Option(help="Seed of the block-bootstrap intervals.")] = 0,
 ) -> None:
@@ -301,9 +321,9 @@ def reproduce(
     capture_lr: Annotated[
         int, typer.Option(help="Store the learning-rate matrix of every N-th batch (0: off; Figure 4 needs it).")
     ] = 0,
-    results: Annotated[Optional[Path], typer.Option(help="Result store (default $MELONBENCH_HOME/results).")] = None,
+    results: Annotated[Path | None, typer.Option(help="Result store (default $MELONBENCH_HOME/results).")] = None,
     out: Annotated[
-        Optional[Path], typer.Option(help="Report folder (default $MELONBENCH_HOME/reports/<dataset>).")
+        Path | None, typer.Option(help="Report folder (default $MELONBENCH_HOME/reports/<dataset>).")
     ] = None,
     epochs: Epochs = 100,
 ) -> None:
@@ -313,8 +333,13 @@ def reproduce(
     from melonbench.reproduce import ReproduceConfig
     from melonbench.reproduce import reproduce as run_grid
 
-    base = RunConfig(dataset=dataset, device=device, protocol=protocol,  # type: ignore[arg-type]
-                     capture_lr_every=capture_lr, pretrain=PretrainConfig(epochs=epochs))
+    base = RunConfig(
+        dataset=dataset,
+        device=device,
+        protocol=protocol,  # type: ignore[arg-type]
+        capture_lr_every=capture_lr,
+        pretrain=PretrainConfig(epochs=epochs),
+    )
     config = ReproduceConfig(
         base=base,
         models=_parse_names(models),

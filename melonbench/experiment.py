@@ -22,13 +22,13 @@ from melonbench import __version__
 from melonbench.atomic import atomic_save_npy
 from melonbench.candidates import evaluation_negatives
 from melonbench.config import PrepareOptions, PretrainConfig, RunConfig, config_hash, to_jsonable
-from melonbench.data.store import PreparedDataset, load_dataset
 from melonbench.data.prepare import prepare_dataset
+from melonbench.data.store import PreparedDataset, load_dataset
 from melonbench.errors import DivergenceError, MelonbenchError, NotPreparedError
 from melonbench.history import History
+from melonbench.meta_pretrain import load_or_train_meta
 from melonbench.models import MODELS
 from melonbench.paths import results_dir
-from melonbench.meta_pretrain import load_or_train_meta
 from melonbench.pretrain import Checkpoint, load_or_pretrain
 from melonbench.registry import lookup
 from melonbench.replay import BatchOutcome, replay, value_names
@@ -113,7 +113,8 @@ def validate(config: RunConfig) -> None:
 def run_id_for(config: RunConfig, fingerprint: str, device: torch.device) -> str:
     """Readable prefix + hash of everything that determines the result (the device type included)."""
     digest = config_hash(dataclasses.replace(config, device=device.type), fingerprint, __version__)
-    return f"{config.dataset}_{config.model}_{config.strategy}_seed{config.seed}_{config.protocol}_{config.split}_{digest[:10]}"
+    c = config
+    return f"{c.dataset}_{c.model}_{c.strategy}_seed{c.seed}_{c.protocol}_{c.split}_{digest[:10]}"
 
 
 def pretrain_only(

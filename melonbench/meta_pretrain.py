@@ -20,27 +20,31 @@ import torch
 
 from melonbench import __version__
 from melonbench.atomic import atomic_write_bytes
-from melonbench.config import config_hash
+from melonbench.config import config_hash, to_jsonable
 from melonbench.errors import CheckpointError
 from melonbench.history import History
 from melonbench.negatives import sample_negatives
 from melonbench.paths import checkpoints_dir
 from melonbench.seeding import generator
-from melonbench.stream import Batch, Stream, batch_spans
 from melonbench.strategies import build_strategy
 from melonbench.strategies.base import Strategy
-from melonbench.config import to_jsonable
+from melonbench.stream import Batch, Stream, batch_spans
 
 MetaCallback = Callable[[int, int, int], None]  # (epoch, batches done, batches per epoch)
 
 
 def meta_key(strategy: Strategy, checkpoint_key: str, seed: int, batch_size: int) -> str:
-    return config_hash("meta", strategy.name, to_jsonable(strategy.config), checkpoint_key, seed, batch_size,
-                       __version__)
+    return config_hash(
+        "meta", strategy.name, to_jsonable(strategy.config), checkpoint_key, seed, batch_size, __version__
+    )
 
 
 def train_meta(
-    strategy: Strategy, params: tuple[tuple[str, str], ...], stream: Stream, seed: int, batch_size: int,
+    strategy: Strategy,
+    params: tuple[tuple[str, str], ...],
+    stream: Stream,
+    seed: int,
+    batch_size: int,
     on_batch: MetaCallback | None = None,
 ) -> dict:
     """Run ``pretrain_step`` over the pre-training part on a copy of the recommender; return the meta state."""
@@ -54,8 +58,9 @@ def train_meta(
         for index, (split, lo, hi) in enumerate(spans):
             positions = torch.arange(lo, hi, device=stream.users.device)
             users, items = stream.users[lo:hi], stream.items[lo:hi]
-            negatives = sample_negatives(history, users, items, positions, 1, gen,
-                                         exist_positions=torch.full_like(positions, exists_at))[:, 0]
+            negatives = sample_negatives(
+                history, users, items, positions, 1, gen, exist_positions=torch.full_like(positions, exists_at)
+            )[:, 0]
             trainer.pretrain_step(Batch(index, split, positions, users, items, stream.ts[lo:hi], negatives), history)
             history.advance(hi - lo)
             if on_batch is not None:
@@ -64,8 +69,13 @@ def train_meta(
 
 
 def load_or_train_meta(
-    strategy: Strategy, params: tuple[tuple[str, str], ...], stream: Stream, checkpoint_key: str, seed: int,
-    batch_size: int, on_batch: MetaCallback | None = None,
+    strategy: Strategy,
+    params: tuple[tuple[str, str], ...],
+    stream: Stream,
+    checkpoint_key: str,
+    seed: int,
+    batch_size: int,
+    on_batch: MetaCallback | None = None,
 ) -> str:
     """Give ``strategy`` its pre-trained meta-model (cached), and return the cache key."""
     key = meta_key(strategy, checkpoint_key, seed, batch_size)

@@ -73,8 +73,11 @@ def ndcg_over_batches(runs: list[Run], folder: Path, ranking: str, metric: str =
             tests = splits.filter(splits["split"] == "test")["batch"]
             if 0 < len(tests) < len(splits):  # validation batches were replayed first: mark where test begins
                 ax.axvline(int(tests.min()) - 0.5, color="grey", linestyle="--", linewidth=0.8, label="test begins")
-            ax.set(xlabel="online batch", ylabel=f"{metric.upper()} ({ranking})",
-                   title=f"{setting}, {model_label(model)}: {metric.upper()} per batch, {RANKINGS[ranking]}")
+            ax.set(
+                xlabel="online batch",
+                ylabel=f"{metric.upper()} ({ranking})",
+                title=f"{setting}, {model_label(model)}: {metric.upper()} per batch, {RANKINGS[ranking]}",
+            )
             ax.legend(fontsize=8)
             ax.grid(alpha=0.3)
             paths.append(_save(fig, folder / f"{_slug('per-batch', setting, model, ranking)}.png"))
@@ -98,11 +101,15 @@ def quality_cost(runs: list[Run], folder: Path, ranking: str) -> list[Path]:
                 cost = float(np.median(np.concatenate([r.timed()["update_s"].to_numpy() for r in cell])))
                 quality = float(np.mean([r.mean(f"{ranking}_hr@5") for r in cell]))
                 ax.scatter([max(cost, 1e-6)], [quality], s=30)
-                ax.annotate(labels[name], (max(cost, 1e-6), quality), textcoords="offset points", xytext=(4, 4),
-                            fontsize=8)
+                ax.annotate(
+                    labels[name], (max(cost, 1e-6), quality), textcoords="offset points", xytext=(4, 4), fontsize=8
+                )
             ax.set_xscale("log")
-            ax.set(xlabel="median update seconds per batch (log)", ylabel=f"HR@5 ({ranking})",
-                   title=f"{setting}, {model_label(model)}: quality vs cost")
+            ax.set(
+                xlabel="median update seconds per batch (log)",
+                ylabel=f"HR@5 ({ranking})",
+                title=f"{setting}, {model_label(model)}: quality vs cost",
+            )
             ax.grid(alpha=0.3)
             paths.append(_save(fig, folder / f"{_slug('quality-cost', setting, model, ranking)}.png"))
     return paths
@@ -138,8 +145,11 @@ def lr_heatmaps(runs: list[Run], folder: Path) -> list[Path]:
         ax.set(xlabel="parameter position (slot × coordinate)", ylabel="interaction in batch")
         fig.colorbar(image, cax=fig.add_subplot(grid[1, 2]), label="learning rate")
         rank_text = f", numerical rank {rank}" if rank is not None else ""
-        top.set_title(f"{labels[run.strategy]} learning rates, {run.setting} {model_label(run.model)}, seed "
-                      f"{run.seed}, batch {index}{rank_text}", fontsize=9)
+        top.set_title(
+            f"{labels[run.strategy]} learning rates, {run.setting} {model_label(run.model)}, seed "
+            f"{run.seed}, batch {index}{rank_text}",
+            fontsize=9,
+        )
         paths.append(_save(fig, folder / f"{_slug('lr', run.setting, run.model, run.strategy)}_seed{run.seed}.png"))
     return paths
 

@@ -23,8 +23,8 @@ from melonbench.history import History
 from melonbench.metrics import full_ranks, hit_rate, ndcg, sampled_ranks
 from melonbench.models.base import Recommender
 from melonbench.negatives import sample_negatives
-from melonbench.stream import Batch, Stream
 from melonbench.strategies.base import Strategy
+from melonbench.stream import Batch, Stream
 from melonbench.timing import Stopwatch
 
 

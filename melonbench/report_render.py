@@ -11,10 +11,26 @@ from rich.table import Table as RichTable
 from melonbench.report_model import Cell, Report, Table
 
 LATEX_TEXT = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "±": r"$\pm$", "τ": r"$\tau$", "²": r"$^2$", "Δ": r"$\Delta$", "–": "--", "…": r"\dots{}", "<": r"$<$",
-    ">": r"$>$", "−": "--", "†": r"\dag{}",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "τ": r"$\tau$",
+    "²": r"$^2$",
+    "Δ": r"$\Delta$",
+    "–": "--",
+    "…": r"\dots{}",
+    "<": r"$<$",
+    ">": r"$>$",
+    "−": "--",
+    "†": r"\dag{}",
 }
 
 
@@ -24,8 +40,13 @@ def markdown(report: Report) -> str:
     if report.warnings:
         out += ["", *(f"> **Warning:** {w}" for w in report.warnings)]
     for table in report.tables:
-        out += ["", f"## {table.title}", "", _md_header(table),
-                "|" + "|".join(":---" if i < table.label_columns else "---:" for i in range(len(table.columns))) + "|"]
+        out += [
+            "",
+            f"## {table.title}",
+            "",
+            _md_header(table),
+            "|" + "|".join(":---" if i < table.label_columns else "---:" for i in range(len(table.columns))) + "|",
+        ]
         out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
         out += ["", *(f"- {n}" for n in table.notes)]
     return "\n".join(out).rstrip() + "\n"
@@ -52,8 +73,16 @@ def latex(report: Report) -> str:
     for table in report.tables:
         lead = table.label_columns
         spec = "l" * lead + "r" * (len(table.columns) - lead)
-        out += ["", "\\begin{table}[t]", "\\centering", "\\small", f"\\caption{{{_tex(table.title)}}}",
-                f"\\label{{tab:{table.key}}}", f"\\begin{{tabular}}{{{spec}}}", "\\toprule"]
+        out += [
+            "",
+            "\\begin{table}[t]",
+            "\\centering",
+            "\\small",
+            f"\\caption{{{_tex(table.title)}}}",
+            f"\\label{{tab:{table.key}}}",
+            f"\\begin{{tabular}}{{{spec}}}",
+            "\\toprule",
+        ]
         if table.groups:
             heads, rules, col = [], [], 1
             for label, span in table.groups:

@@ -153,8 +153,11 @@ def load_runs(root: Path, datasets: Iterable[str] = (), run_ids: set[str] | None
         key = (run.setting, run.model, run.strategy, run.seed)
         if key in seen:
             other = seen[key]
-            diff = sorted(k for k in set(run.manifest["config"]) | set(other.manifest["config"])
-                          if run.manifest["config"].get(k) != other.manifest["config"].get(k))
+            diff = sorted(
+                k
+                for k in set(run.manifest["config"]) | set(other.manifest["config"])
+                if run.manifest["config"].get(k) != other.manifest["config"].get(k)
+            )
             raise MelonbenchError(
                 f"two runs of {run.setting}/{run.model}/{run.strategy} seed {run.seed} ({other.run_id}, {run.run_id}; "
                 f"config differs in: {', '.join(diff) or 'nothing but the code version'}): report them from separate "
@@ -188,8 +191,9 @@ def aligned(a: Run, b: Run, columns: Iterable[str]) -> tuple[dict[str, np.ndarra
     """
     differ = [label for label, path in PAIR_KEYS if _get(a.manifest, path) != _get(b.manifest, path)]
     if differ:
-        detail = "; ".join(f"{label}: {_get(a.manifest, p)!r} vs {_get(b.manifest, p)!r}"
-                           for label, p in PAIR_KEYS if label in differ)
+        detail = "; ".join(
+            f"{label}: {_get(a.manifest, p)!r} vs {_get(b.manifest, p)!r}" for label, p in PAIR_KEYS if label in differ
+        )
         raise PairingError(f"runs {a.run_id} and {b.run_id} cannot be paired: they differ in {detail}")
     fa, fb = a.reported(), b.reported()
     ia, ib = fa["batch"].to_list(), fb["batch"].to_list()

@@ -56,8 +56,9 @@ def significance(runs: list[Run], ranking: str, bootstrap_seed: int = 0, n_boot:
                     xb = np.concatenate([sb[col] for _, sb in series])
                     per_batch = paired_ttest(xa, xb)
                     per_seed = paired_ttest([ra.mean(col) for ra, _ in pairs], [rb.mean(col) for _, rb in pairs])
-                    ci = block_bootstrap_ci([sa[col] - sb[col] for sa, sb in series], seed=bootstrap_seed,
-                                            n_boot=n_boot)
+                    ci = block_bootstrap_ci(
+                        [sa[col] - sb[col] for sa, sb in series], seed=bootstrap_seed, n_boot=n_boot
+                    )
                     result[metric] = (per_batch, per_seed, ci)
                 lines.append((setting, model, a, b, len(pairs), len(xa), result))
     if not lines:
@@ -66,20 +67,35 @@ def significance(runs: list[Run], ranking: str, bootstrap_seed: int = 0, n_boot:
     adj_seed = iter(holm([ln[6][m][1].pvalue for ln in lines for m in METRICS]))
     rows = []
     for setting, model, a, b, n_seeds, n_batches, result in lines:
-        row = [Cell(setting), Cell(model_label(model)), Cell(f"{labels[a]} vs {labels[b]}"), Cell(str(n_seeds)),
-               Cell(str(n_batches))]
+        row = [
+            Cell(setting),
+            Cell(model_label(model)),
+            Cell(f"{labels[a]} vs {labels[b]}"),
+            Cell(str(n_seeds)),
+            Cell(str(n_batches)),
+        ]
         for metric in METRICS:
             per_batch, _, (lo, hi) = result[metric]
             ci = "n/a" if math.isnan(lo) else f"[{lo:+.4f}, {hi:+.4f}]"
-            row += [Cell(f"{per_batch.mean_diff:+.4f}"), Cell(fmt_p(next(adj_batch))), Cell(fmt_p(next(adj_seed))),
-                    Cell(ci)]
+            row += [
+                Cell(f"{per_batch.mean_diff:+.4f}"),
+                Cell(fmt_p(next(adj_batch))),
+                Cell(fmt_p(next(adj_seed))),
+                Cell(ci),
+            ]
         rows.append(tuple(row))
     block_text = ", ".join(str(b) for b in sorted(blocks))
     return Table(
         key=f"significance-{ranking}",
         title=f"Paired tests, {RANKINGS[ranking]}",
-        columns=("Dataset", "Model", "Comparison", "Seeds", "Batches",
-                 *(("Δ", "p (batch)", "p (seed)", "95% CI") * len(METRICS))),
+        columns=(
+            "Dataset",
+            "Model",
+            "Comparison",
+            "Seeds",
+            "Batches",
+            *(("Δ", "p (batch)", "p (seed)", "95% CI") * len(METRICS)),
+        ),
         groups=(("", 5), *((m.upper(), 4) for m in METRICS)),
         rows=tuple(rows),
         label_columns=3,

@@ -81,8 +81,9 @@ def accuracy(runs: list[Run], ranking: str) -> Table:
         for model in models:
             for m, k in metrics:
                 col = f"{ranking}_{m}@{k}"
-                stats = [seed_stat(cells[(setting, model, s)], col) if (setting, model, s) in cells else None
-                         for s in names]
+                stats = [
+                    seed_stat(cells[(setting, model, s)], col) if (setting, model, s) in cells else None for s in names
+                ]
                 marks = mark_best([st[0] if st else math.nan for st in stats])
                 column = []
                 for name, st, mark in zip(names, stats, marks, strict=True):
@@ -123,18 +124,29 @@ def ablation(runs: list[Run], ranking: str) -> Table | None:
         for model in models_of(runs):
             if not any((setting, model, s) in cells for s in ABLATION):
                 continue
-            stats = [seed_stat(cells[(setting, model, s)], f"{ranking}_hr@5") if (setting, model, s) in cells
-                     else (math.nan, math.nan) for s in ABLATION]
+            stats = [
+                seed_stat(cells[(setting, model, s)], f"{ranking}_hr@5")
+                if (setting, model, s) in cells
+                else (math.nan, math.nan)
+                for s in ABLATION
+            ]
             marks = mark_best([m for m, _ in stats])
-            rows.append((Cell(setting), Cell(model_label(model)),
-                         *(Cell(fmt_mean_se(*st), mk) for st, mk in zip(stats, marks, strict=True))))
+            rows.append(
+                (
+                    Cell(setting),
+                    Cell(model_label(model)),
+                    *(Cell(fmt_mean_se(*st), mk) for st, mk in zip(stats, marks, strict=True)),
+                )
+            )
     return Table(
         key=f"ablation-{ranking}",
         title=f"Ablation, HR@5, {RANKINGS[ranking]}",
         columns=("Dataset", "Model", *(labels[s] for s in ABLATION)),
         rows=tuple(rows),
-        notes=(f"{labels['melon-i']}: interaction-wise rates only; {labels['melon-p']}: parameter-wise rates only. "
-               "Mean ± standard error over seeds; best in bold.",),
+        notes=(
+            f"{labels['melon-i']}: interaction-wise rates only; {labels['melon-p']}: parameter-wise rates only. "
+            "Mean ± standard error over seeds; best in bold.",
+        ),
     )
 
 
@@ -153,15 +165,19 @@ def timing(runs: list[Run]) -> tuple[Table, list[str]]:
                     continue
                 update = np.concatenate([r.timed()["update_s"].to_numpy() for r in cell])
                 evals = np.concatenate([r.timed()["eval_s"].to_numpy() for r in cell])
-                row += [Cell(fmt_seconds(float(np.median(update)))),
-                        Cell(fmt_seconds(float(np.percentile(update, 95)))),
-                        Cell(fmt_seconds(float(np.median(evals))))]
+                row += [
+                    Cell(fmt_seconds(float(np.median(update)))),
+                    Cell(fmt_seconds(float(np.percentile(update, 95)))),
+                    Cell(fmt_seconds(float(np.median(evals)))),
+                ]
             rows.append(tuple(row))
         for model in models:
             devices = {r.device for r in runs if r.setting == setting and r.model == model}
             if len(devices) > 1:
-                warnings.append(f"timing of {setting}/{model_label(model)} mixes devices "
-                                f"({', '.join(sorted(devices))}): its seconds are not comparable")
+                warnings.append(
+                    f"timing of {setting}/{model_label(model)} mixes devices "
+                    f"({', '.join(sorted(devices))}): its seconds are not comparable"
+                )
     devices = sorted({r.device for r in runs})
     table = Table(
         key="timing",
@@ -195,13 +211,23 @@ def agreement(runs: list[Run], metrics: tuple[str, ...] = ("hr@5", "ndcg@10")) -
                 full = [seed_stat(cells[(setting, model, s)], f"full_{metric}")[0] for s in names]
                 tau = kendall_tau(sampled, full)
                 order_s, order_f = _order(names, sampled, labels), _order(names, full, labels)
-                rows.append((Cell(setting), Cell(model_label(model)), Cell(_metric_label(metric)), Cell(order_s),
-                             Cell(order_f), Cell("n/a" if math.isnan(tau) else f"{tau:+.2f}")))
+                rows.append(
+                    (
+                        Cell(setting),
+                        Cell(model_label(model)),
+                        Cell(_metric_label(metric)),
+                        Cell(order_s),
+                        Cell(order_f),
+                        Cell("n/a" if math.isnan(tau) else f"{tau:+.2f}"),
+                    )
+                )
                 if order_s != order_f:
                     tau_text = "n/a" if math.isnan(tau) else f"{tau:+.2f}"
-                    warnings.append(f"{setting}/{model_label(model)}: full and sampled ranking order the strategies "
-                                    f"differently on {_metric_label(metric)} (Kendall τ = {tau_text}): "
-                                    f"full {order_f}; sampled {order_s}")
+                    warnings.append(
+                        f"{setting}/{model_label(model)}: full and sampled ranking order the strategies "
+                        f"differently on {_metric_label(metric)} (Kendall τ = {tau_text}): "
+                        f"full {order_f}; sampled {order_s}"
+                    )
     if not rows:
         return None, []
     table = Table(
@@ -210,8 +236,10 @@ def agreement(runs: list[Run], metrics: tuple[str, ...] = ("hr@5", "ndcg@10")) -
         columns=("Dataset", "Model", "Metric", "Sampled order", "Full order", "Kendall τ"),
         rows=tuple(rows),
         label_columns=5,
-        notes=("Orders by mean over seeds, best first; Kendall τ-b between the two sets of means (1 = same order). "
-               "Sampled metrics need not preserve the order of full ranking (Krichene & Rendle, KDD 2020).",),
+        notes=(
+            "Orders by mean over seeds, best first; Kendall τ-b between the two sets of means (1 = same order). "
+            "Sampled metrics need not preserve the order of full ranking (Krichene & Rendle, KDD 2020).",
+        ),
     )
     return table, warnings
 

@@ -96,8 +96,11 @@ def grid(config: ReproduceConfig) -> tuple[list[RunConfig], list[tuple[str, str,
                 usable.append(name)
             except IncompatibleError as exc:
                 skipped.append((name, model, str(exc)))
-        runs += [dataclasses.replace(config.base, model=model, strategy=name, seed=seed)
-                 for seed in range(config.seeds) for name in usable]
+        runs += [
+            dataclasses.replace(config.base, model=model, strategy=name, seed=seed)
+            for seed in range(config.seeds)
+            for name in usable
+        ]
     if not runs:
         raise MelonbenchError("nothing to run: every chosen strategy is incompatible with every chosen model")
     for run in runs:
@@ -127,7 +130,7 @@ def reproduce(config: ReproduceConfig, hooks: Hooks | None = None, console: Cons
     outcomes = []
     for run in runs:
         label = f"{run.strategy}/{run.model} seed {run.seed}"
-        with (hooks(label) if hooks is not None else contextlib.nullcontext(experiment.RunHooks())) as h:
+        with hooks(label) if hooks is not None else contextlib.nullcontext(experiment.RunHooks()) as h:
             outcome = experiment.run_experiment(run, config.results, h)
         say(f"{label}: {outcome.status}", highlight=False)
         outcomes.append(outcome)

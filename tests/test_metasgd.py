@@ -82,7 +82,8 @@ def test_captured_learning_rate_matrix_has_identical_rows_and_rank_one(model_nam
     assert w.shape == (len(batch), columns)
     assert torch.equal(w, w[:1].expand_as(w))  # every row is α / n
     expected = strat.alpha["user_emb.weight" if model_name == "bpr" else "user_gmf.weight"][
-        torch.unique(batch.users)[0], 0] / len(batch)
+        torch.unique(batch.users)[0], 0
+    ] / len(batch)
     assert w[0, 0] == expected
     assert w[0].std() > 0  # after learning, α differs across coordinates
     assert int(torch.linalg.matrix_rank(w)) == 1

@@ -33,8 +33,9 @@ def reference_coordinate(lstm, g: float, theta: float, loss: float, h: list[floa
     w_ih, w_hh = cell.weight_ih.tolist(), cell.weight_hh.tolist()
     b = [a + bb for a, bb in zip(cell.bias_ih.tolist(), cell.bias_hh.tolist(), strict=True)]
     n = len(h)
-    pre = [sum(w_ih[r][j] * x[j] for j in range(5)) + sum(w_hh[r][j] * h[j] for j in range(n)) + b[r]
-           for r in range(4 * n)]
+    pre = [
+        sum(w_ih[r][j] * x[j] for j in range(5)) + sum(w_hh[r][j] * h[j] for j in range(n)) + b[r] for r in range(4 * n)
+    ]
     # PyTorch's LSTMCell gate order: input, forget, cell, output
     c_new = [sigmoid(pre[n + k]) * c[k] + sigmoid(pre[k]) * math.tanh(pre[2 * n + k]) for k in range(n)]
     h_new = [sigmoid(pre[3 * n + k]) * math.tanh(c_new[k]) for k in range(n)]
@@ -42,6 +43,7 @@ def reference_coordinate(lstm, g: float, theta: float, loss: float, h: list[floa
     var = sum((v - mean) ** 2 for v in h_new) / n
     gamma, beta = lstm.norm.weight.tolist(), lstm.norm.bias.tolist()
     h_norm = [(v - mean) / math.sqrt(var + 1e-5) * gamma[k] + beta[k] for k, v in enumerate(h_new)]
+
     def gate(layer: torch.nn.Linear) -> float:
         return sigmoid(sum(a * v for a, v in zip(layer.weight[0].tolist(), h_norm, strict=True)) + layer.bias.item())
 

@@ -69,8 +69,12 @@ def test_only_touched_rows_change_and_they_become_the_transfer_output():
         kept = strategy.previous[f"{name}_emb.weight"]
         assert torch.equal(kept["rows"], ids) and torch.equal(kept["previous"], before[f"{name}_emb.weight"][ids])
         net = strategy.nets[f"{name}_emb_weight"]
-        torch.testing.assert_close(model.state_dict()[f"{name}_emb.weight"][ids],
-                                   transfer_by_hand(net, kept["previous"], kept["fitted"]), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            model.state_dict()[f"{name}_emb.weight"][ids],
+            transfer_by_hand(net, kept["previous"], kept["fitted"]),
+            rtol=1e-5,
+            atol=1e-6,
+        )
     # step (1) fits ŵ_t through a frozen f_Θ, and step (3) has no previous batch yet: Θ is unchanged
     for key, value in strategy.nets.state_dict().items():
         assert torch.equal(value, nets_before[key]), key
@@ -85,8 +89,10 @@ def test_transfer_network_trains_on_the_next_batch_with_the_kept_rows():
     # model whose previous rows are f_Θ(W_{t−1}, ŵ_t); a twin network and optimiser do it here.
     nets = copy.deepcopy(strategy.nets)
     tables = {name: getattr(model, name.split(".")[0]).weight.detach() for name in kept}
-    params = {name: tables[name].index_copy(0, p["rows"], nets[name.replace(".", "_")](p["previous"], p["fitted"]))
-              for name, p in kept.items()}
+    params = {
+        name: tables[name].index_copy(0, p["rows"], nets[name.replace(".", "_")](p["previous"], p["fitted"]))
+        for name, p in kept.items()
+    }
     loss = torch.func.functional_call(model, params, (b1.users, b1.items, b1.negatives)).mean()
     optimizer = torch.optim.Adam(nets.parameters(), lr=1e-3, weight_decay=1e-4)
     loss.backward()

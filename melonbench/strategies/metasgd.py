@@ -72,8 +72,9 @@ class MetaSGD(Strategy):
         init = torch.Generator(device=device).manual_seed(derive_seed(seed, "metasgd-init"))
         span = config.alpha_high - config.alpha_low
         self.alpha = {
-            name: (torch.rand(p.shape, generator=init, device=device, dtype=p.dtype) * span + config.alpha_low)
-            .requires_grad_()
+            name: (
+                torch.rand(p.shape, generator=init, device=device, dtype=p.dtype) * span + config.alpha_low
+            ).requires_grad_()
             for name, p in model.named_parameters()
         }
         # fused: one kernel per step over α's tables instead of a dozen full-table passes (same maths)
@@ -123,8 +124,10 @@ class MetaSGD(Strategy):
         return self.online_step(batch, history)
 
     def meta_state_dict(self) -> dict[str, Any]:
-        return {"alpha": {k: a.detach().clone() for k, a in self.alpha.items()},
-                "meta_optimizer": self.meta_optimizer.state_dict()}
+        return {
+            "alpha": {k: a.detach().clone() for k, a in self.alpha.items()},
+            "meta_optimizer": self.meta_optimizer.state_dict(),
+        }
 
     def load_meta_state_dict(self, state: dict[str, Any]) -> None:
         state = copy.deepcopy(state)  # the optimiser would otherwise keep (and later mutate) the caller's tensors

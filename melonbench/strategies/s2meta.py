@@ -118,8 +118,9 @@ class _Cell(torch.autograd.Function):
         rstd = ((centred * centred) @ average).add_(eps).rsqrt_()
         h_new = torch.addcmul(norm_bias, centred.mul_(rstd), norm_weight)
         out = torch.addmm(gate_bias, h_new, gate_weight).sigmoid_()  # [n, 2]
-        ctx.save_for_backward(xh, c, fresh, s, tanh_c, h_raw, mean, rstd, h_new, out, weight, norm_weight,
-                              norm_bias, gate_weight)
+        ctx.save_for_backward(
+            xh, c, fresh, s, tanh_c, h_raw, mean, rstd, h_new, out, weight, norm_weight, norm_bias, gate_weight
+        )
         ctx.set_materialize_grads(False)
         return out, h_new, c_new
 
@@ -157,8 +158,20 @@ class _Cell(torch.autograd.Function):
         d_c_prev = d_c_new * f if ctx.needs_input_grad[1] or ctx.needs_input_grad[4] else None
         d_h0 = (fresh @ d_pre) @ weight[-hidden:].t() if ctx.needs_input_grad[3] else None  # Σ over fresh rows
         d_c0 = fresh @ d_c_prev if ctx.needs_input_grad[4] else None
-        return (d_xh, d_c_prev if ctx.needs_input_grad[1] else None, None, d_h0, d_c0, xh.t() @ d_pre, d_pre.sum(0),
-                d_norm_weight, d_norm_bias, d_gate_weight, d_gate_bias, None)
+        return (
+            d_xh,
+            d_c_prev if ctx.needs_input_grad[1] else None,
+            None,
+            d_h0,
+            d_c0,
+            xh.t() @ d_pre,
+            d_pre.sum(0),
+            d_norm_weight,
+            d_norm_bias,
+            d_gate_weight,
+            d_gate_bias,
+            None,
+        )
 
 
 class MetaLSTM(nn.Module):
@@ -211,8 +224,20 @@ class MetaLSTM(nn.Module):
         fresh_parts = [None] * len(xh_parts) if fresh is None else _chunks(fresh)
         outputs = []
         for xh_part, c_part, fresh_part in zip(xh_parts, c_parts, fresh_parts, strict=True):
-            gates, h, c = _Cell.apply(xh_part, c_part, fresh_part, h0, c0, weight, bias, self.norm.weight,
-                                      self.norm.bias, gate_weight, gate_bias, self.norm.eps)
+            gates, h, c = _Cell.apply(
+                xh_part,
+                c_part,
+                fresh_part,
+                h0,
+                c0,
+                weight,
+                bias,
+                self.norm.weight,
+                self.norm.bias,
+                gate_weight,
+                gate_bias,
+                self.norm.eps,
+            )
             outputs.append((gates[:, 0], gates[:, 1], h, c))
         lr, forget, h, c = zip(*outputs, strict=True)
         return torch.cat(lr), torch.cat(forget), (torch.cat(h), torch.cat(c)) if keep_state else None
@@ -303,8 +328,10 @@ class S2Meta(Strategy):
         with torch.random.fork_rng(devices=[]):  # the meta-model's init depends on the seed only
             torch.manual_seed(derive_seed(seed, "s2meta-init"))
             self.lstms = nn.ModuleDict(
-                {t.name.replace(".", "_"): MetaLSTM(config.hidden, config.lr_bias, config.forget_bias)
-                 for t in self.targets}
+                {
+                    t.name.replace(".", "_"): MetaLSTM(config.hidden, config.lr_bias, config.forget_bias)
+                    for t in self.targets
+                }
             ).to(device)
         self.states = {
             t.name: LazyState(t.rows_view().shape[0], t.rows_view().shape[1], config.hidden, device)

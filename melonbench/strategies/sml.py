@@ -114,8 +114,11 @@ class SML(Strategy):
         with torch.random.fork_rng(devices=[]):  # the meta-model's init depends on the seed only
             torch.manual_seed(derive_seed(seed, "sml-init"))
             self.nets = nn.ModuleDict(
-                {_key(name): TransferNet(model.dim, config.hidden) for name, _, w in self.tables
-                 if w.shape[1] == model.dim}
+                {
+                    _key(name): TransferNet(model.dim, config.hidden)
+                    for name, _, w in self.tables
+                    if w.shape[1] == model.dim
+                }
             ).to(device)
         self.transfer_optimizer = torch.optim.Adam(
             self.nets.parameters(), lr=config.transfer_lr, weight_decay=config.transfer_weight_decay, fused=True
@@ -137,7 +140,8 @@ class SML(Strategy):
         """Full tables equal to the current ones except ``new_rows`` at ``rows_of`` (differentiable in new_rows)."""
         return {
             name: weight.detach().index_copy(0, rows_of[name], new_rows[name])
-            for name, _, weight in self.tables if name in new_rows
+            for name, _, weight in self.tables
+            if name in new_rows
         }
 
     def _train_transfer(self, batch: Batch) -> None:
@@ -149,8 +153,9 @@ class SML(Strategy):
         users, items = touched_rows(self.model, batch)
         read = {name: users if kind == "user" else items for name, kind, _ in self.tables}
         used = {name: torch.isin(p["rows"], read[name]) for name, p in prev.items()}
-        new_rows = {name: self.nets[_key(name)](p["previous"][used[name]], p["fitted"][used[name]])
-                    for name, p in prev.items()}
+        new_rows = {
+            name: self.nets[_key(name)](p["previous"][used[name]], p["fitted"][used[name]]) for name, p in prev.items()
+        }
         params = self._substituted({name: p["rows"][used[name]] for name, p in prev.items()}, new_rows)
         loss = torch.func.functional_call(self.model, params, (batch.users, batch.items, batch.negatives)).mean()
         self.transfer_optimizer.zero_grad(set_to_none=True)
@@ -168,8 +173,10 @@ class SML(Strategy):
         )
 
         def transferred() -> dict[str, torch.Tensor]:
-            return {name: self.nets[_key(name)](previous[name], w) if _key(name) in self.nets else w
-                    for name, w in fitted.items()}
+            return {
+                name: self.nets[_key(name)](previous[name], w) if _key(name) in self.nets else w
+                for name, w in fitted.items()
+            }
 
         for _ in range(self.config.fit_steps):
             params = self._substituted(rows_of, transferred())
@@ -185,7 +192,8 @@ class SML(Strategy):
                 weight[rows_of[name]] = new_rows[name]
         self.previous = {
             name: {"rows": rows_of[name], "previous": previous[name], "fitted": fitted[name].detach()}
-            for name in fitted if _key(name) in self.nets
+            for name in fitted
+            if _key(name) in self.nets
         }
 
     def meta_state_dict(self) -> dict[str, Any]:
