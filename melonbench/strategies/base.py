@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from melonbench.errors import MelonbenchError
+from melonbench.negatives import sample_negatives
 
 if TYPE_CHECKING:
     from melonbench.history import History
@@ -103,6 +104,24 @@ def touched_rows(model: Recommender, batch: Batch) -> tuple[torch.Tensor, torch.
     users = torch.unique(batch.users)
     items = torch.unique(torch.cat([batch.items, batch.negatives]))
     return users, items
+
+
+def lookahead_batch(
+    history: History, batch: Batch, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """B_t^last as ``(users, items, negatives)``, ``Long[M]`` each (``M`` may be 0 at the start of a stream).
+
+    Each negative is drawn for the interaction's own position ``p`` (excluding the positive and the user's items
+    before ``p``) among the items that exist before the current batch; two host synchronisations (the size of
+    B_t^last, and the negative sampler's).
+    """
+    positions = history.last_positions(batch.users, batch.items)  # [M]
+    users, items = history.users[positions], history.items[positions]
+    if positions.shape[0] == 0:
+        return users, items, items.clone()
+    exists_at = torch.full_like(positions, history.cursor)
+    negatives = sample_negatives(history, users, items, positions, 1, gen, exist_positions=exists_at)[:, 0]
+    return users, items, negatives
 
 
 def parse_config(config_cls: type, params: tuple[tuple[str, str], ...]) -> Any:

@@ -42,10 +42,9 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from melonbench.errors import MelonbenchError
-from melonbench.negatives import sample_negatives
 from melonbench.preprocess import prep
 from melonbench.seeding import derive_seed, generator
-from melonbench.strategies.base import Strategy
+from melonbench.strategies.base import Strategy, lookahead_batch
 from melonbench.strategies.melon_parts import (
     DenseStep,
     InteractionEncoder,
@@ -155,12 +154,9 @@ class Melon(Strategy):
     def _meta_step(self, batch: Batch, history: History) -> None:
         """Look-ahead on B^last with φ_t, then one Adam step of φ on the looked-ahead loss of B_t (Eq. 14–15)."""
         # one host synchronisation: B^last has a data-dependent size, and compacting it halves the work
-        positions = history.last_positions(batch.users, batch.items)
-        if positions.numel() == 0:
+        users, items, negatives = lookahead_batch(history, batch, self.generator)
+        if users.numel() == 0:
             return
-        users, items = history.users[positions], history.items[positions]
-        now = torch.full_like(positions, history.cursor)
-        negatives = sample_negatives(history, users, items, positions, 1, self.generator, exist_positions=now)[:, 0]
         touched = per_sample(self.model, self.layout, users, items, negatives)
         valid = torch.ones_like(touched.losses)
         tables, dense, _ = self._apply(touched, self._h(history, users, items), valid)

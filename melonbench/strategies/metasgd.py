@@ -20,7 +20,7 @@ Deviations, stated:
   the recommender itself (updated by step 3) and only α is meta-learned, with B_t as the "test" set of the
   task "adapt on B_t^last".
 - α ≥ 0 is kept by projection (clamp after each Adam step); Li et al. leave α unconstrained.
-- B_t^last's training negatives: drawn as for MWNet (:func:`melonbench.strategies.mwnet.lookahead_batch`).
+- B_t^last's training negatives: drawn as for MWNet (:func:`melonbench.strategies.base.lookahead_batch`).
 - Learning-rate capture: W is stored over the *distinct parameter coordinates the batch touches* (its users'
   rows, its positive and negative items' rows, every dense weight), not over (slot, coordinate) positions as
   MeLON's: with a per-row α, the (slot, coordinate) layout would put different parameters in one column, and
@@ -38,8 +38,7 @@ from torch.func import functional_call
 
 from melonbench.errors import MelonbenchError
 from melonbench.seeding import derive_seed, generator
-from melonbench.strategies.base import Strategy, touched_rows
-from melonbench.strategies.mwnet import lookahead_batch
+from melonbench.strategies.base import Strategy, lookahead_batch, touched_rows
 
 if TYPE_CHECKING:
     from melonbench.history import History

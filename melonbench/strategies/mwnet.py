@@ -15,8 +15,8 @@ Deviations, stated:
 - The "clean meta set" of Shu et al. is the next batch (the online setting has no clean data): B_t itself,
   after the look-ahead on B_t^last, exactly as MeLON's Algorithm 1 does.
 - The weights are not normalised by their sum (the spec's equations); under Adam a common scale barely matters.
-- B_t^last's training negatives: one per interaction from :func:`lookahead_batch`, drawn with the strategy's
-  own seeded generator (part of the state), among items that exist before B_t, excluding the positive and the
+- B_t^last's training negatives: one per interaction from
+  :func:`melonbench.strategies.base.lookahead_batch`, drawn with the strategy's own seeded generator (part of the state), among items that exist before B_t, excluding the positive and the
   user's items before that interaction (the leak-free training-negative rule, ``exclude="before"``).
 - Learning-rate capture (W) stores ``η v_x / n``; Adam's per-coordinate scaling of the summed step is not in W.
 
@@ -33,32 +33,14 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from melonbench.negatives import sample_negatives
 from melonbench.seeding import derive_seed, generator
+from melonbench.strategies.base import lookahead_batch
 from melonbench.strategies.default import Default, DefaultConfig
 
 if TYPE_CHECKING:
     from melonbench.history import History
     from melonbench.models.base import Recommender
     from melonbench.stream import Batch
-
-
-def lookahead_batch(
-    history: History, batch: Batch, gen: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """B_t^last as ``(users, items, negatives)``, ``Long[M]`` each (``M`` may be 0 at the start of a stream).
-
-    Each negative is drawn for the interaction's own position ``p`` (excluding the positive and the user's items
-    before ``p``) among the items that exist before the current batch; two host synchronisations (the size of
-    B_t^last, and the negative sampler's).
-    """
-    positions = history.last_positions(batch.users, batch.items)  # [M]
-    users, items = history.users[positions], history.items[positions]
-    if positions.shape[0] == 0:
-        return users, items, items.clone()
-    exists_at = torch.full_like(positions, history.cursor)
-    negatives = sample_negatives(history, users, items, positions, 1, gen, exist_positions=exists_at)[:, 0]
-    return users, items, negatives
 
 
 def slot_columns(model: Recommender) -> int:

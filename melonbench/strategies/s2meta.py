@@ -51,10 +51,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from melonbench.negatives import sample_negatives
 from melonbench.preprocess import prep
 from melonbench.seeding import derive_seed, generator
-from melonbench.strategies.base import Strategy, touched_rows
+from melonbench.strategies.base import Strategy, lookahead_batch, touched_rows
 
 if TYPE_CHECKING:
     from melonbench.history import History
@@ -372,12 +371,9 @@ class S2Meta(Strategy):
         return out
 
     def _look_ahead_and_meta_step(self, batch: Batch, history: History) -> None:
-        positions = history.last_positions(batch.users, batch.items)  # B_t^last
-        if positions.shape[0] == 0:
+        users, items, negatives = lookahead_batch(history, batch, self.generator)  # B_t^last
+        if users.numel() == 0:
             return
-        users, items = history.users[positions], history.items[positions]
-        exist = torch.full_like(positions, history.cursor)  # items that exist before B_t: no look-ahead leak
-        negatives = sample_negatives(history, users, items, positions, 1, self.generator, exist_positions=exist)[:, 0]
         loss = self.model(users, items, negatives).mean()
         # Rows of B_t^last that B_t does not use cannot change the meta loss: leaving them out of the look-ahead
         # gives the same meta-gradient for less LSTM work.
