@@ -16,8 +16,9 @@ Deviations, stated:
   after the look-ahead on B_t^last, exactly as MeLON's Algorithm 1 does.
 - The weights are not normalised by their sum (the spec's equations); under Adam a common scale barely matters.
 - B_t^last's training negatives: one per interaction from
-  :func:`melonbench.strategies.base.lookahead_batch`, drawn with the strategy's own seeded generator (part of the state), among items that exist before B_t, excluding the positive and the
-  user's items before that interaction (the leak-free training-negative rule, ``exclude="before"``).
+  :func:`melonbench.strategies.base.lookahead_batch`, drawn with the strategy's own seeded generator (part of
+  the state), among items that exist before B_t, excluding the positive and the user's items before that
+  interaction (the leak-free training-negative rule, ``exclude="before"``).
 - Learning-rate capture (W) stores ``η v_x / n``; Adam's per-coordinate scaling of the summed step is not in W.
 
 ``sparse=True`` swaps Adam for lazy Adam on touched rows, as for Default.
