@@ -218,7 +218,8 @@ def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: R
                     f"the loss became non-finite at online batch {outcome.index}; results up to the last checkpoint "
                     f"are kept in {store.path}"
                 )
-            rows.append(_row(outcome, row, names, ts, config.warmup))
+            # Warm-up counts from where this process started (a resumed run warms up again).
+            rows.append(_row(outcome, row, names, ts, outcome.index - done < config.warmup))
             if strategy.capture_lr:
                 rows[-1]["lr_rank"] = ranks.get(outcome.index)
         pending.clear()
@@ -309,7 +310,7 @@ def capture_learning_rates(strategy, folder: Path, index: int) -> int | None:
     return numerical_rank(w)
 
 
-def _row(outcome: BatchOutcome, values: np.ndarray, names: list[str], ts: np.ndarray, warmup: int) -> dict[str, Any]:
+def _row(outcome: BatchOutcome, values: np.ndarray, names: list[str], ts: np.ndarray, warmup: bool) -> dict[str, Any]:
     row: dict[str, Any] = {
         "batch": outcome.index,
         "split": outcome.split,
@@ -320,7 +321,7 @@ def _row(outcome: BatchOutcome, values: np.ndarray, names: list[str], ts: np.nda
     }
     row.update({name: float(v) for name, v in zip(names, values)})
     row["cold_users"] = int(row["cold_users"])
-    row.update(eval_s=outcome.eval_s, update_s=outcome.update_s, warmup=outcome.index < warmup)
+    row.update(eval_s=outcome.eval_s, update_s=outcome.update_s, warmup=warmup)
     return row
 
 

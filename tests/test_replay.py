@@ -175,10 +175,12 @@ def test_an_interrupted_run_resumes_to_the_identical_result(in_grocery, tmp_path
         run_experiment(config, tmp_path / "b", Interrupt(after=25))
     resumed = run_experiment(config, tmp_path / "b")
     assert resumed.status == "resumed" and resumed.manifest["resumed_from_batch"] == 20
-    timing = ["eval_s", "update_s"]
+    timing = ["eval_s", "update_s", "warmup"]
     a = pl.read_parquet(whole.path / "batches.parquet").drop(timing)
     b = pl.read_parquet(resumed.path / "batches.parquet").drop(timing)
     assert a.equals(b)
+    warm = pl.read_parquet(resumed.path / "batches.parquet")["warmup"].to_list()
+    assert [i for i, w in enumerate(warm) if w] == [0, 1, 2, 20, 21, 22]  # each process warms up (--warmup 3)
     again = run_experiment(config, tmp_path / "b")
     assert again.status == "already complete"
 
