@@ -40,8 +40,9 @@ def test_default_beats_a_frozen_model_and_both_beat_random(synthetic_runs):
         # The paper's online lr (1e-3, one Adam step per batch) moves the model little: a small but real gain
         # (same negatives, same checkpoint: the comparison is paired) ...
         assert default[f"{protocol}_hr@5"] > frozen[f"{protocol}_hr@5"], protocol
-        # ... and a larger online step adapts clearly (measured: +0.019 sampled HR@5 on seed 0).
-        assert tuned[f"{protocol}_hr@5"] > frozen[f"{protocol}_hr@5"] + 0.005, protocol
+        # ... and a larger online step adapts clearly (measured on seed 0: sampled HR@5 0.216 frozen, 0.220
+        # default, 0.267 with lr 0.01).
+        assert tuned[f"{protocol}_hr@5"] > frozen[f"{protocol}_hr@5"] + 0.01, protocol
     assert frozen["sampled_hr@5"] > 0.05 + 0.05
 
 
@@ -51,4 +52,4 @@ def test_a_frozen_model_degrades_over_the_online_part(synthetic_runs):
     rows = pl.read_parquet(synthetic_runs["frozen"].path / "batches.parquet").filter(pl.col("split") == "test")
     hr = rows["sampled_hr@5"].to_numpy()
     quarter = len(hr) // 4
-    assert np.mean(hr[:quarter]) > np.mean(hr[-quarter:]) + 0.02  # measured: 0.170 vs 0.144 on seed 0
+    assert np.mean(hr[:quarter]) > np.mean(hr[-quarter:]) + 0.05  # measured on seed 0: 0.275 vs 0.172
