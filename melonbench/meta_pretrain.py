@@ -23,7 +23,7 @@ from melonbench.atomic import atomic_write_bytes
 from melonbench.config import config_hash, to_jsonable
 from melonbench.errors import CheckpointError
 from melonbench.history import History
-from melonbench.negatives import sample_negatives
+from melonbench.negatives import sample_training_negatives
 from melonbench.paths import checkpoints_dir
 from melonbench.seeding import generator
 from melonbench.strategies import build_strategy
@@ -58,9 +58,9 @@ def train_meta(
         for index, (split, lo, hi) in enumerate(spans):
             positions = torch.arange(lo, hi, device=stream.users.device)
             users, items = stream.users[lo:hi], stream.items[lo:hi]
-            negatives = sample_negatives(
-                history, users, items, positions, 1, gen, exist_positions=torch.full_like(positions, exists_at)
-            )[:, 0]
+            negatives = sample_training_negatives(
+                history, users, items, positions, gen, exist_positions=torch.full_like(positions, exists_at)
+            )
             trainer.pretrain_step(Batch(index, split, positions, users, items, stream.ts[lo:hi], negatives), history)
             history.advance(hi - lo)
             if on_batch is not None:

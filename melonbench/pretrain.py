@@ -26,7 +26,7 @@ from melonbench.history import History
 from melonbench.metrics import hit_rate, sampled_ranks
 from melonbench.models import build_model
 from melonbench.models.base import Recommender
-from melonbench.negatives import sample_negatives
+from melonbench.negatives import sample_training_negatives
 from melonbench.paths import checkpoints_dir
 from melonbench.seeding import derive_seed, generator
 from melonbench.stream import Stream
@@ -95,7 +95,7 @@ def pretrain_recommender(
 
     best_hr, best_epoch, best_state, curve = -1.0, 0, copy.deepcopy(model.state_dict()), []
     for epoch in range(1, config.epochs + 1):
-        negatives = sample_negatives(history, users, items, positions, 1, gen, exist_positions=exists_at)[:, 0]
+        negatives = sample_training_negatives(history, users, items, positions, gen, exist_positions=exists_at)
         order = torch.randperm(n, generator=gen, device=device)
         total = torch.zeros((), device=device)
         for lo in range(0, n, config.batch_size):

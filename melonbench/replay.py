@@ -22,7 +22,7 @@ import torch
 from melonbench.history import History
 from melonbench.metrics import full_ranks, hit_rate, ndcg, sampled_ranks
 from melonbench.models.base import Recommender
-from melonbench.negatives import sample_negatives
+from melonbench.negatives import sample_training_negatives
 from melonbench.strategies.base import Strategy
 from melonbench.stream import Batch, Stream
 from melonbench.timing import Stopwatch
@@ -113,7 +113,7 @@ def replay(
             if paper_protocol:
                 train_negatives = negatives[:, 0]
             else:
-                train_negatives = sample_negatives(history, users, items, positions, 1, train_generator)[:, 0]
+                train_negatives = sample_training_negatives(history, users, items, positions, train_generator)
             batch = Batch(index, split, positions, users, items, stream.ts[start:stop], train_negatives)
             losses = strategy.online_step(batch, history)
 

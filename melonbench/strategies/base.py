@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from melonbench.errors import MelonbenchError
-from melonbench.negatives import sample_negatives
+from melonbench.negatives import sample_training_negatives
 
 if TYPE_CHECKING:
     from melonbench.history import History
@@ -120,7 +120,7 @@ def lookahead_batch(
     if positions.shape[0] == 0:
         return users, items, items.clone()
     exists_at = torch.full_like(positions, history.cursor)
-    negatives = sample_negatives(history, users, items, positions, 1, gen, exist_positions=exists_at)[:, 0]
+    negatives = sample_training_negatives(history, users, items, positions, gen, exist_positions=exists_at)
     return users, items, negatives
 
 
