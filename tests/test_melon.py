@@ -16,6 +16,7 @@ from melonbench.history import History
 from melonbench.models import build_model
 from melonbench.preprocess import prep
 from melonbench.strategies import build_strategy
+from melonbench.strategies.melon import Melon
 from melonbench.strategies.melon_parts import DenseStep, RoleNet, Workspace, per_sample, table_slots
 from melonbench.stream import Batch, Stream
 
@@ -125,6 +126,28 @@ def test_paper_discards_the_look_ahead_and_reference_keeps_it_on_rows_only_b_las
     never = outside.clone()
     never[sorted(last_users)] = False
     assert torch.equal(old[never], new[never])  # rows neither batch touches stay as they were
+
+
+@pytest.mark.parametrize("model_name", ["bpr", "ncf"])
+def test_paper_look_ahead_on_the_rows_b_t_reads_gives_the_meta_step_of_the_full_look_ahead(model_name, monkeypatch):
+    # The paper variant computes the look-ahead only on (interaction, slot) blocks whose row B_t reads; the full
+    # look-ahead (every block B^last touches) must give the same φ after the meta step.
+    stream = tiny_stream()
+    history = History(stream.users, stream.items, stream.n_users, stream.n_items, cursor=stream.pretrain_end)
+    batch = online_batches(stream, history, count=1)[0]
+    phis = []
+    for compact in (True, False):
+        monkeypatch.setattr(Melon, "_compact", property(lambda self, c=compact: c))
+        model = tiny_model(model_name, stream)
+        strategy = build_strategy("melon", model, (), 0)
+        strategy._meta_step(batch, history)
+        phis.append(dict(strategy.phi.named_parameters()))
+    moved = 0.0
+    init = build_strategy("melon", tiny_model(model_name, stream), (), 0).phi
+    for name, before in init.named_parameters():
+        assert torch.allclose(phis[0][name], phis[1][name], rtol=0, atol=1e-7), name
+        moved = max(moved, float((phis[0][name] - before).detach().abs().max()))
+    assert moved > 1e-5  # the meta step did move φ
 
 
 def grocery_stream(folder: Path, n: int = 3000) -> Stream:
