@@ -99,14 +99,19 @@ class _Cell(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, xh, c, fresh, h0, c0, weight, bias, norm_weight, norm_bias, gate_weight, gate_bias, eps):
+    def compute(xh, c, weight, bias, norm_weight, norm_bias, gate_weight, gate_bias, eps, out=None):
+        """The forward arithmetic: ``(gates [n, 2], h' [n, H], c' [n, H])`` then the values the backward reuses.
+
+        ``out``: three tensors to write ``gates``, ``h'``, ``c'`` into (the no-gradient path writes each chunk
+        into its rows of whole-batch outputs instead of concatenating the chunks afterwards).
+        """
         # xh: [n, 5 + H] = [x, h]; weight: [5 + H, 4H] with the g columns doubled; gate_weight: [H, 2] (lr, forget).
-        # fresh: [n] (or None), 1 where (h, c) holds (h0, c0): their gradient is the sum over those rows.
-        # In-place steps on fresh tensors: autograd does not record inside a Function.
+        gates_out, h_out, c_out = out if out is not None else (None, None, None)
         hidden = c.shape[1]
         s = torch.addmm(bias, xh, weight).sigmoid_()  # [n, 4H]
         i, f, g, o = s.split(hidden, 1)
-        c_new = torch.addcmul(f * c, i, g * 2 - 1)  # f c + i tanh(z_g)
+        tanh_g = g.mul(2).sub_(1)  # tanh(z_g), kept for the backward
+        c_new = torch.addcmul(f * c, i, tanh_g, out=c_out)  # f c + i tanh(z_g)
         tanh_c = (c_new * 2).sigmoid_().mul_(2).sub_(1)
         h_raw = o * tanh_c
         # LayerNorm (biased variance, as nn.LayerNorm) with its row means as matmuls: ~2x faster than the
@@ -115,25 +120,37 @@ class _Cell(torch.autograd.Function):
         mean = h_raw @ average  # [n, 1]
         centred = h_raw - mean
         rstd = ((centred * centred) @ average).add_(eps).rsqrt_()
-        h_new = torch.addcmul(norm_bias, centred.mul_(rstd), norm_weight)
-        out = torch.addmm(gate_bias, h_new, gate_weight).sigmoid_()  # [n, 2]
+        h_new = torch.addcmul(norm_bias, centred.mul_(rstd), norm_weight, out=h_out)
+        gates = torch.addmm(gate_bias, h_new, gate_weight, out=gates_out).sigmoid_()  # [n, 2]
+        return gates, h_new, c_new, (s, tanh_g, tanh_c, h_raw, mean, rstd)
+
+    @staticmethod
+    def forward(ctx, xh, c, fresh, h0, c0, weight, bias, norm_weight, norm_bias, gate_weight, gate_bias, eps):
+        # fresh: [n] (or None), 1 where (h, c) holds (h0, c0): their gradient is the sum over those rows.
+        # In-place steps on fresh tensors: autograd does not record inside a Function.
+        out, h_new, c_new, (s, tanh_g, tanh_c, h_raw, mean, rstd) = _Cell.compute(
+            xh, c, weight, bias, norm_weight, norm_bias, gate_weight, gate_bias, eps
+        )
         ctx.save_for_backward(
-            xh, c, fresh, s, tanh_c, h_raw, mean, rstd, h_new, out, weight, norm_weight, norm_bias, gate_weight
+            xh, c, fresh, s, tanh_g, tanh_c, h_raw, mean, rstd, h_new, out, weight, norm_weight, norm_bias, gate_weight
         )
         ctx.set_materialize_grads(False)
         return out, h_new, c_new
 
     @staticmethod
     def backward(ctx, d_out, d_h, d_c):
-        xh, c, fresh, s, tanh_c, h_raw, mean, rstd, h_new, out, weight, norm_weight, norm_bias, gate_weight = (
+        xh, c, fresh, s, tanh_g, tanh_c, h_raw, mean, rstd, h_new, out, weight, norm_weight, norm_bias, gate_weight = (
             ctx.saved_tensors
         )
+        # σ' and tanh' as aten's one-pass derivative kernels (``sigmoid_backward``, ``tanh_backward``), not as
+        # chains of elementwise operations over [n, 4H]: this backward is most of a look-ahead's cost
+        sigmoid_back, tanh_back = torch.ops.aten.sigmoid_backward, torch.ops.aten.tanh_backward
         hidden = c.shape[1]
-        i, f, g, o = s.split(hidden, 1)
+        i, f, _, o = s.split(hidden, 1)
         d_gate_weight = d_gate_bias = d_norm_weight = d_norm_bias = None
         d_hn, d_c_new = d_h, d_c
         if d_out is not None:
-            d_z = d_out * out * (1 - out)  # [n, 2]
+            d_z = sigmoid_back(d_out, out)  # [n, 2]
             d_gate_weight, d_gate_bias = h_new.t() @ d_z, d_z.sum(0)
             d_hn = d_z @ gate_weight.t() if d_hn is None else torch.addmm(d_hn, d_z, gate_weight.t())
         d_pre = torch.empty_like(s)  # d of the pre-activations, doubled-g layout, before the σ' factor
@@ -145,14 +162,14 @@ class _Cell(torch.autograd.Function):
                 d_hn, h_raw, [hidden], mean, rstd, norm_weight, norm_bias, [True, True, True]
             )
             torch.mul(d_h_raw, tanh_c, out=d_o)
-            d_from_h = (tanh_c * tanh_c).neg_().add_(1).mul_(o).mul_(d_h_raw)  # through o tanh(c)
+            d_from_h = tanh_back(d_h_raw.mul_(o), tanh_c)  # through o tanh(c)
             d_c_new = d_from_h if d_c_new is None else d_from_h.add_(d_c_new)
         if d_c_new is None:
             return (None,) * 12
-        torch.mul(d_c_new, g * 2 - 1, out=d_i)
+        torch.mul(d_c_new, tanh_g, out=d_i)
         torch.mul(d_c_new, c, out=d_f)
         torch.mul(d_c_new, i, out=d_g).mul_(2)  # tanh(z) = 2σ(2z) − 1 on the doubled pre-activation
-        d_pre.mul_(s).mul_(1 - s)  # σ' = σ (1 − σ)
+        torch.ops.aten.sigmoid_backward.grad_input(d_pre, s, grad_input=d_pre)  # σ' = σ (1 − σ), in place
         d_xh = (d_pre @ weight.t()) if ctx.needs_input_grad[0] else None
         d_c_prev = d_c_new * f if ctx.needs_input_grad[1] or ctx.needs_input_grad[4] else None
         d_h0 = (fresh @ d_pre) @ weight[-hidden:].t() if ctx.needs_input_grad[3] else None  # Σ over fresh rows
@@ -214,29 +231,26 @@ class MetaLSTM(nn.Module):
         bias = (self.cell.bias_ih + self.cell.bias_hh) * scale  # [4H]
         gate_weight = torch.cat([self.lr_gate.weight, self.forget_gate.weight]).t()  # [H, 2]: lr, forget
         gate_bias = torch.cat([self.lr_gate.bias, self.forget_gate.bias])
+        # xh = [x, h] with x = [prep(g), prep(θ), prep(L)_0] ([P, 5]), written in place: one copy of each part.
         # prep(L)[1] is sign(L) = 1 for a positive loss: the original feeds only the magnitude feature.
-        loss_feature = prep(loss.reshape(1))[:, :1].expand(grad.shape[0], 1)  # [P, 1]
-        x = torch.cat([prep(torch.stack([grad, param], 1)).flatten(1), loss_feature], 1)  # [P, 5]
-        xh = torch.cat([x, state[0]], 1)  # [P, 5 + H]
+        xh = grad.new_empty(grad.shape[0], 5 + hidden)
+        xh[:, :4] = prep(torch.stack([grad, param], 1)).flatten(1)
+        xh[:, 4:5] = prep(loss.reshape(1))[:, :1]
+        xh[:, 5:] = state[0]
+        norm = (self.norm.weight, self.norm.bias, gate_weight, gate_bias, self.norm.eps)
+        if not torch.is_grad_enabled():  # the real update: chunks write straight into the whole-batch outputs
+            n = xh.shape[0]
+            gates, h, c = xh.new_empty(n, 2), xh.new_empty(n, hidden), xh.new_empty(n, hidden)
+            for lo in range(0, n, CHUNK):
+                part = slice(lo, lo + CHUNK)
+                _Cell.compute(xh[part], state[1][part], weight, bias, *norm, out=(gates[part], h[part], c[part]))
+            return gates[:, 0], gates[:, 1], (h, c) if keep_state else None
         h0, c0 = (None, None) if fresh is None else (self.h0, self.c0)
         xh_parts, c_parts = _chunks(xh), _chunks(state[1])
         fresh_parts = [None] * len(xh_parts) if fresh is None else _chunks(fresh)
         outputs = []
         for xh_part, c_part, fresh_part in zip(xh_parts, c_parts, fresh_parts, strict=True):
-            gates, h, c = _Cell.apply(
-                xh_part,
-                c_part,
-                fresh_part,
-                h0,
-                c0,
-                weight,
-                bias,
-                self.norm.weight,
-                self.norm.bias,
-                gate_weight,
-                gate_bias,
-                self.norm.eps,
-            )
+            gates, h, c = _Cell.apply(xh_part, c_part, fresh_part, h0, c0, weight, bias, *norm)
             outputs.append((gates[:, 0], gates[:, 1], h, c))
         lr, forget, h, c = zip(*outputs, strict=True)
         return torch.cat(lr), torch.cat(forget), (torch.cat(h), torch.cat(c)) if keep_state else None
