@@ -10,14 +10,20 @@ validation, then test rows). :class:`History` indexes all of it once and answers
 - :meth:`History.seen_ever` is the one deliberate exception, for the ``paper`` protocol's documented look-ahead.
 
 Memory is O(N + n_users + n_items): sorted pair keys ``u * n_items + i`` with first positions, and two CSR
-layouts (by user, by item) sorted by position and searched with ``searchsorted``. No dense user × item matrix is
-ever built; the only per-query dense outputs are ``[B, n_items]`` masks. Nothing here synchronises with the host
-except :meth:`History.last_positions` (its length depends on the data) and the constructor.
+layouts (by user, by item) sorted by position and searched with ``searchsorted``. The one dense user × item
+structure is for small catalogues only: with at most :data:`DENSE_PAIRS` (user, item) pairs, the first position
+of every pair is also kept as a flat int32 table (≤ 64 MiB), so that the negative samplers' pair look-ups are a
+gather instead of a binary search (on a 2-core CPU, 5,700 look-ups: 245 µs → ~10 µs; same answers). The only
+per-query dense outputs are ``[B, n_items]`` masks. Nothing here synchronises with the host except
+:meth:`History.last_positions` (its length depends on the data) and the constructor.
 """
 
 from __future__ import annotations
 
 import torch
+
+DENSE_PAIRS = 1 << 24
+"""Largest ``n_users × n_items`` for which pair look-ups use a dense first-position table (int32: 64 MiB)."""
 
 
 class _Csr:
@@ -126,6 +132,10 @@ class History:
         first[1:] = keys[1:] != keys[:-1]
         self._pair_key = keys[first]  # sorted unique (user, item) keys
         self._pair_first = order[first]  # stable sort: the first position of each pair
+        self._pair_table = None  # the same as a dense [n_users * n_items] table, n where a pair never occurs
+        if n_users * n_items <= DENSE_PAIRS and n < 2**31 - 1:
+            self._pair_table = torch.full((n_users * n_items,), n, dtype=torch.int32, device=self.device)
+            self._pair_table[self._pair_key] = self._pair_first.int()
 
         never = torch.full((n_items,), n, dtype=torch.long, device=self.device)
         self._item_first = never.scatter_reduce(0, items, positions, reduce="amin")
@@ -162,15 +172,14 @@ class History:
         -------
         Bool[B, C]
         """
-        found, first = self._lookup_pairs(users, items)
-        return found & (first < positions.unsqueeze(1))
+        return self._first_position(users, items) < positions.unsqueeze(1)
 
     def seen_ever(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Whether the pair occurs anywhere in the stream, future included (the ``paper`` protocol's leak).
 
         Shapes as :meth:`seen_before`: ``users [B]``, ``items [B, C]`` → ``Bool[B, C]``.
         """
-        return self._lookup_pairs(users, items)[0]
+        return self._first_position(users, items) < self.n_interactions
 
     def item_exists(self, items: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Whether each item first appeared at a position < ``positions`` (shapes broadcast) → Bool."""
@@ -262,8 +271,11 @@ class History:
         """
         return self._by_item.recent(items, self._cursor, self.neighbours)
 
-    def _lookup_pairs(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For each (users[b], items[b, c]): whether the pair occurs, and its first position (garbage if not)."""
+    def _first_position(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """First position of each pair (users[b], items[b, c]) in the stream, or ``n_interactions`` if it never
+        occurs: ``[B, C]``."""
         query = users.unsqueeze(1) * self.n_items + items  # [B, C]
+        if self._pair_table is not None:
+            return self._pair_table[query]
         idx = torch.searchsorted(self._pair_key, query).clamp(max=self._pair_key.shape[0] - 1)
-        return self._pair_key[idx] == query, self._pair_first[idx]
+        return torch.where(self._pair_key[idx] == query, self._pair_first[idx], self.n_interactions)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from melonbench import history as history_module
 from melonbench.history import History
 
 N_USERS, N_ITEMS, N = 7, 13, 90  # items 11 and 12 and user 6 never occur; repeated pairs are frequent
@@ -31,10 +32,14 @@ def _queries(seed: int, b: int = 30, c: int = 5) -> tuple[torch.Tensor, torch.Te
 SEEDS = [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("dense", [True, False])
 @pytest.mark.parametrize("seed", SEEDS)
-def test_seen_before_and_ever(seed: int) -> None:
+def test_seen_before_and_ever(seed: int, dense: bool, monkeypatch) -> None:
+    # both pair look-ups: the dense first-position table (small catalogues) and the binary search over pair keys
+    monkeypatch.setattr(history_module, "DENSE_PAIRS", 1 << 24 if dense else 0)
     users, items = _stream(seed)
     h = _history(users, items)
+    assert (h._pair_table is not None) == dense
     qu, qi, qp = _queries(seed)
     before = [
         [any(users[t] == u and items[t] == j for t in range(p)) for j in row]
