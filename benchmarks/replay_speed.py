@@ -20,7 +20,6 @@ import statistics
 
 import torch
 
-from melonbench.experiment import device_name
 from melonbench.history import History
 from melonbench.negatives import sample_negatives
 from melonbench.pretrain import init_model
@@ -28,7 +27,7 @@ from melonbench.replay import replay
 from melonbench.seeding import generator
 from melonbench.strategies import build_strategy
 from melonbench.stream import Stream, batch_spans
-from melonbench.timing import Stopwatch
+from melonbench.timing import Stopwatch, device_name
 
 REFERENCE = {("cpu", "bpr"): 0.020, ("cpu", "ncf"): 0.099, ("cuda", "bpr"): 0.0034, ("cuda", "ncf"): 0.0047}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from melonbench.seeding import generator
 from melonbench.strategies import build_strategy, check_compatible, get_strategy
 from melonbench.strategies.base import parse_config
 from melonbench.stream import Stream, batch_spans
-from melonbench.timing import Stopwatch, peak_memory_bytes, reset_peak_memory
+from melonbench.timing import Stopwatch, device_name, peak_memory_bytes, reset_peak_memory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,12 +67,6 @@ def resolve_device(name: str) -> torch.device:
     if name != "cpu" and not name.startswith("cuda"):
         raise MelonbenchError(f"--device must be auto, cpu or cuda, got '{name}'")
     return torch.device(name)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def load_or_generate(name: str) -> PreparedDataset:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import polars as pl
 import torch
+
+if TYPE_CHECKING:
+    import polars as pl
 
 SPLITS = ("pretrain", "validation", "test")
 
@@ -54,6 +57,8 @@ class Stream:
     @classmethod
     def from_frame(cls, frame: pl.DataFrame, device: torch.device) -> Stream:
         """Build from a prepared ``interactions`` frame (columns user, item, ts, split; stream order)."""
+        import polars as pl  # here, not at the top: the speed benchmarks import Stream on GPU machines without polars
+
         split = frame["split"].cast(pl.Utf8).to_numpy()
         counts = {s: int((split == s).sum()) for s in SPLITS}
         # The prepared file is contiguous per split; check rather than trust, a reordered file would leak.

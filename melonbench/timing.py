@@ -8,6 +8,7 @@ CPU no synchronisation is needed.
 from __future__ import annotations
 
 import contextlib
+import platform
 import time
 from collections.abc import Iterator
 
@@ -54,6 +55,13 @@ class Stopwatch:
         """Return the seconds accumulated per section since the last call, and start again from zero."""
         seconds, self._seconds = self._seconds, {}
         return seconds
+
+
+def device_name(device: torch.device) -> str:
+    """The device a figure was measured on, in words: the GPU's name, or the CPU's architecture and threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def peak_memory_bytes(device: torch.device | str) -> int | None:
