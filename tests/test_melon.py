@@ -17,7 +17,8 @@ from melonbench.models import build_model
 from melonbench.preprocess import prep
 from melonbench.strategies import build_strategy
 from melonbench.strategies.melon import Melon
-from melonbench.strategies.melon_parts import DenseStep, RoleNet, Workspace, per_sample, table_slots
+from melonbench.strategies.melon_grads import per_sample, table_slots
+from melonbench.strategies.melon_parts import DenseStep, RoleNet, Workspace
 from melonbench.stream import Batch, Stream
 
 

@@ -11,7 +11,8 @@ from tiny import online_batches, tiny_model, tiny_stream
 
 from melonbench.history import History
 from melonbench.strategies import build_strategy, s2meta
-from melonbench.strategies.s2meta import LazyState, MetaLSTM
+from melonbench.strategies.lazy_state import LazyState
+from melonbench.strategies.s2meta import MetaLSTM
 
 
 def sigmoid(x: float) -> float:

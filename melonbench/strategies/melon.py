@@ -12,7 +12,7 @@ Per online batch B_t (Algorithm 1, Eq. 14–16), with φ the meta-model:
 Rates (Eq. 8–12): ``w_{x,m}, f_{x,m} = σ(a_x + b_{x,m} + c)``, the fused gate split into an interaction part
 ``a_x = V h_x`` (h_x: graph attention over up to 10 recent neighbours of u and of i, on the detached recommender
 embeddings) and a role part ``b_{x,m} = U h_{x,m}`` with ``h_{x,m} = MLP([θ_m, prep ℓ_x, prep ∇_{θ_m}ℓ_x])``.
-Per-interaction gradients: closed form for BPR-MF, ``torch.func.vmap(grad)`` otherwise (see ``melon_parts``);
+Per-interaction gradients: closed form for BPR-MF, ``torch.func.vmap(grad)`` otherwise (see ``melon_grads``);
 NCF's dense weights get a rate per (interaction, weight) pair, computed in chunks of ``chunk`` pairs, each one
 autograd node (``melon_parts.DenseStep``) that recomputes its activations in the backward pass so that memory
 stays bounded.
@@ -38,7 +38,6 @@ import dataclasses
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
-from torch import nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
@@ -46,17 +45,9 @@ from melonbench.errors import MelonbenchError
 from melonbench.preprocess import prep
 from melonbench.seeding import derive_seed, generator
 from melonbench.strategies.base import Strategy, lookahead_batch
-from melonbench.strategies.melon_parts import (
-    DenseStep,
-    InteractionEncoder,
-    RoleNet,
-    TableSlots,
-    Touched,
-    Workspace,
-    per_sample,
-    table_slots,
-    unflatten_dense,
-)
+from melonbench.strategies.melon_capture import capture
+from melonbench.strategies.melon_grads import TableSlots, Touched, per_sample, table_slots, unflatten_dense
+from melonbench.strategies.melon_parts import DenseStep, MetaModel, Workspace
 
 if TYPE_CHECKING:
     from melonbench.history import History
@@ -82,21 +73,6 @@ class MelonConfig:
     chunk: int = 0  # (interaction, dense weight) pairs per chunk, bounds memory; 0 = 2^15 on CPU, 2^20 on GPU
     capture_layout: str = "slots"  # learning-rate capture columns: "slots" or "params" (docs/melon.md)
     capture_dense: int = 4096  # at most this many dense-weight columns in a capture (evenly spaced)
-
-
-class MetaModel(nn.Module):
-    """φ: the interaction encoder, the role network, and the gate head ``σ(V h_x + U h_{x,m} + c)``."""
-
-    def __init__(self, user_dim: int, item_dim: int, config: MelonConfig, mode: str, generator_: torch.Generator):
-        super().__init__()
-        ref = config.variant == "reference"
-        hidden = 20 if ref else config.hidden
-        self.encoder = InteractionEncoder(user_dim, item_dim, hidden, config.variant) if mode != "p" else None
-        self.gate_x = nn.Linear(hidden, 2, bias=False) if mode != "p" else None
-        self.role = RoleNet(20 if ref else config.role_hidden, config.variant) if mode != "i" else None
-        low = torch.tensor([config.lr_bias_low, config.forget_bias_low])
-        high = torch.tensor([config.lr_bias_high, config.forget_bias_high])
-        self.gate_bias = nn.Parameter(low + (high - low) * torch.rand(2, generator=generator_))
 
 
 class Melon(Strategy):
@@ -146,7 +122,7 @@ class Melon(Strategy):
             for name, value in unflatten_dense(self.model, dense).items():
                 self.model.dense_parameters()[name].copy_(value)
             if self.capture_lr:
-                self.captured_lr = self._capture(touched, h, rates)
+                self.captured_lr = capture(self, touched, h, rates)
         return touched.losses
 
     def pretrain_step(self, batch: Batch, history: History) -> torch.Tensor:
@@ -369,43 +345,6 @@ class Melon(Strategy):
         mask = torch.zeros(t.table.weight.shape[0] + 1, dtype=torch.bool, device=ids.device)
         mask[ids.reshape(-1)] = True  # -1 lands in the spare last entry
         return mask[:-1]
-
-    # ---- learning-rate capture --------------------------------------------------------------------------------
-    def _capture(self, touched: Touched, h, rates) -> torch.Tensor:
-        """W of the update just applied: ``Float[B, C + P']`` (slots) or ``Float[B, Q + P']`` (params)."""
-        n = touched.theta.shape[0]
-        valid = torch.ones(n, device=touched.theta.device)
-        loss_in = self._loss_input(touched, valid)
-        if self.config.capture_layout == "slots":
-            rows = rates[0]
-        else:
-            theta, grads = self._param_columns(touched)
-            if self.mode == "p":
-                grads = (valid @ grads)[None]
-            rows = torch.sigmoid(self._logits(h, theta, loss_in, grads))[..., 0].expand(n, theta.shape[1])
-        p = touched.dense_theta.numel()
-        if p == 0:
-            return rows.contiguous()
-        cols = torch.linspace(0, p - 1, min(p, self.config.capture_dense), device=rows.device).round().long()
-        theta_d, grads_d = touched.dense_theta[cols][None], touched.dense_grads[:, cols]
-        if self.mode == "p":
-            grads_d = (valid @ grads_d)[None]
-        dense = torch.sigmoid(self._logits(h, theta_d, loss_in, grads_d))[..., 0].expand(n, cols.shape[0])
-        return torch.cat([rows, dense], 1)
-
-    def _param_columns(self, touched: Touched) -> tuple[torch.Tensor, torch.Tensor]:
-        """One column per distinct (table, row, coordinate) the batch touches: ``θ [1, Q]``, ``∇ℓ_x [n, Q]``
-        (zero where x does not use the parameter)."""
-        thetas, grads = [], []
-        for t, ids in zip(self.layout, touched.ids):
-            n, d = ids.shape[0], t.dim
-            uniq, inv = torch.unique(ids, return_inverse=True)  # inv [n, slots]
-            full = touched.grads.new_zeros(n, uniq.shape[0], d)
-            g = touched.grads[:, t.start : t.start + t.width].reshape(n, t.slots, d)
-            full.index_put_((torch.arange(n, device=ids.device)[:, None].expand_as(inv), inv), g, accumulate=True)
-            thetas.append(t.table.weight.detach()[uniq].reshape(1, -1))
-            grads.append(full.reshape(n, -1))
-        return torch.cat(thetas, 1), torch.cat(grads, 1)
 
     # ---- state ------------------------------------------------------------------------------------------------
     def meta_state_dict(self) -> dict:

@@ -54,6 +54,7 @@ from torch import nn
 from melonbench.preprocess import prep
 from melonbench.seeding import derive_seed, generator
 from melonbench.strategies.base import Strategy, lookahead_batch, touched_rows
+from melonbench.strategies.lazy_state import LazyState
 
 if TYPE_CHECKING:
     from melonbench.history import History
@@ -241,9 +242,8 @@ class MetaLSTM(nn.Module):
         if not torch.is_grad_enabled():  # the real update: chunks write straight into the whole-batch outputs
             n = xh.shape[0]
             gates, h, c = xh.new_empty(n, 2), xh.new_empty(n, hidden), xh.new_empty(n, hidden)
-            for lo in range(0, n, CHUNK):
-                part = slice(lo, lo + CHUNK)
-                _Cell.compute(xh[part], state[1][part], weight, bias, *norm, out=(gates[part], h[part], c[part]))
+            for xh_, c_, *out in zip(_chunks(xh), _chunks(state[1]), _chunks(gates), _chunks(h), _chunks(c)):
+                _Cell.compute(xh_, c_, weight, bias, *norm, out=out)
             return gates[:, 0], gates[:, 1], (h, c) if keep_state else None
         h0, c0 = (None, None) if fresh is None else (self.h0, self.c0)
         xh_parts, c_parts = _chunks(xh), _chunks(state[1])
@@ -254,61 +254,6 @@ class MetaLSTM(nn.Module):
             outputs.append((gates[:, 0], gates[:, 1], h, c))
         lr, forget, h, c = zip(*outputs, strict=True)
         return torch.cat(lr), torch.cat(forget), (torch.cat(h), torch.cat(c)) if keep_state else None
-
-
-class LazyState:
-    """The (h, c) LSTM state of each coordinate of a ``[rows, width]`` parameter, allocated on first touch.
-
-    ``slot[row]`` is the row's index in the ``h`` / ``c`` buffers (``-1``: never touched). Buffers grow by doubling.
-    """
-
-    def __init__(self, n_rows: int, width: int, hidden: int, device: torch.device) -> None:
-        self.width, self.hidden = width, hidden
-        self.slot = torch.full((n_rows,), -1, dtype=torch.long, device=device)
-        self.h = torch.zeros(0, width, hidden, device=device)
-        self.c = torch.zeros(0, width, hidden, device=device)
-        self.count = 0
-
-    def read(self, rows: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """State of ``rows`` (unique) as two ``Float[R * width, H]``; untouched rows get ``(h0, c0)``."""
-        shape = (rows.shape[0] * self.width, self.hidden)
-        if self.count == 0:
-            return h0.expand(shape), c0.expand(shape)
-        slot = self.slot[rows]
-        fresh = (slot < 0).nonzero().squeeze(1)  # one host synchronisation
-        h = self.h.index_select(0, slot.clamp(min=0))  # [R, width, H], a new tensor: filled in place below
-        c = self.c.index_select(0, slot.clamp(min=0))
-        if fresh.shape[0]:  # in place, yet differentiable in (h0, c0): the untouched rows take them
-            h.index_put_((fresh,), h0.expand(fresh.shape[0], self.width, self.hidden))
-            c.index_put_((fresh,), c0.expand(fresh.shape[0], self.width, self.hidden))
-        return h.reshape(shape), c.reshape(shape)
-
-    @torch.no_grad()
-    def write(self, rows: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> None:
-        """Store the new state of ``rows`` (unique), allocating slots for rows seen for the first time."""
-        fresh = rows[self.slot[rows] < 0]  # one host synchronisation: the number of new rows
-        need = self.count + fresh.shape[0]
-        if need > self.h.shape[0]:
-            grow = max(need, 2 * self.h.shape[0]) - self.h.shape[0]
-            pad = torch.zeros(grow, self.width, self.hidden, device=self.h.device)
-            self.h, self.c = torch.cat([self.h, pad]), torch.cat([self.c, pad])
-        self.slot[fresh] = torch.arange(self.count, need, device=rows.device)
-        self.count = need
-        slot = self.slot[rows]
-        self.h.index_copy_(0, slot, h.reshape(-1, self.width, self.hidden))
-        self.c.index_copy_(0, slot, c.reshape(-1, self.width, self.hidden))
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"slot": self.slot.clone(), "h": self.h[: self.count].clone(), "c": self.c[: self.count].clone()}
-
-    def fresh(self, rows: torch.Tensor) -> torch.Tensor:
-        """``Float[R * width]``: 1 for each coordinate of ``rows`` that has no state yet (it reads ``(h0, c0)``)."""
-        return (self.slot[rows] < 0).to(self.h.dtype).repeat_interleave(self.width)
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.slot = state["slot"].clone().to(self.slot.device)
-        self.h, self.c = state["h"].clone().to(self.slot.device), state["c"].clone().to(self.slot.device)
-        self.count = self.h.shape[0]
 
 
 @dataclasses.dataclass(frozen=True)
