@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# One prepared GPU check for a session that is lent a device (issues 4 and 5): the replay and every strategy on
-# CUDA, at the Grocery size, with the device's name and the library versions, in about 5 minutes on an H100.
+# One prepared GPU check for a session that is lent a device (issues 4 and 5), in about 7 minutes:
+#   1. every strategy's seconds per batch and peak memory on CUDA, at the Grocery size (strategy_speed.py);
+#   2. CPU-vs-CUDA agreement and run-to-run repeatability of the meta strategies (cuda_parity.py);
+#   3. the replay loop's seconds per batch (replay_speed.py);
+#   4. only where polars and platformdirs import (carried as wheels in .whl/, see below): the product end to end
+#      on CUDA, twice from scratch (`melonbench prepare synthetic`, then `run -s melon -m ncf`, pre-training
+#      included), and whether the two runs' per-batch metrics are bit-identical.
 #
-# Run from the repository root on the device machine, whose python3 has PyTorch (the benchmarks import nothing of
+# Run from the repository root on the device machine, whose python3 has PyTorch (sections 1-3 import nothing of
 # melonbench that needs polars or platformdirs, see tests/test_benchmark_imports.py):
 #
 #     bash benchmarks/device_check.sh            # results also go to $OUT/ when it is set
 #     DEVICE=cpu BATCHES=2 bash benchmarks/device_check.sh   # a dry run of the script itself, anywhere
 #
-# Nothing is installed; melonbench is used from the checkout (PYTHONPATH), its storage under /tmp.
+# For section 4, download the wheels here first (they are git-ignored) and carry `.whl` with the device call:
+#     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#         --platform manylinux_2_17_x86_64 -d .whl polars==2.1.0 polars-runtime-32==2.1.0 platformdirs==4.14.8
+#
+# Nothing is installed system-wide; melonbench is used from the checkout (PYTHONPATH), its storage under /tmp.
 set -uo pipefail
 
 device="${DEVICE:-cuda}"
@@ -16,15 +25,41 @@ batches="${BATCHES:-20}"
 out="${OUT:-/tmp/device_check}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 MELONBENCH_HOME=/tmp/melonbench-home
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
 
 {
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
     python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, torch.cuda.is_available())"
 } 2>&1 | tee "$out/device.txt"
 
-# Every strategy on both models (SML on BPR only), 20 timed batches after 3 warm-up ones; peak GPU memory beside
-# each figure. One round: the device is not shared, so interleaved rounds buy little.
-timeout 420 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" 2>&1 | tee "$out/strategy_speed_$device.txt"
+# 1. Every strategy on both models (SML on BPR only), 20 timed batches after 3 warm-up ones; each pair's figures
+#    are printed as they come, so a cut-short run keeps them.
+timeout 200 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" 2>&1 |
+    tee "$out/strategy_speed_$device.txt"
 
-# The replay loop (Default; ranking against 100 candidates and full ranking, then the update).
-timeout 150 python3 benchmarks/replay_speed.py --device "$device" 2>&1 | tee "$out/replay_speed_$device.txt"
+# 2. Parity with the CPU and repeatability (deterministic and default kernels), 3 online batches per pair, for the
+#    strategies with a meta step (about 12 s a pair on an H200; all 19 pairs would need about 4 minutes).
+timeout 150 python3 benchmarks/cuda_parity.py --device "$device" --steps 3 --strategies melon,mwnet,metasgd,s2meta,sml \
+    2>&1 | tee "$out/parity_$device.txt"
+
+# 3. The replay loop (Default; ranking against 100 candidates and full ranking, then the update).
+timeout 70 python3 benchmarks/replay_speed.py --device "$device" 2>&1 | tee "$out/replay_speed_$device.txt"
+
+# 4. The product end to end, twice, each from an empty store (prepare, pre-train, meta-pre-train, replay).
+if python3 -c "import polars, platformdirs" 2>/dev/null; then
+    timeout 140 bash -c '
+        for home in /tmp/e2e-a /tmp/e2e-b; do
+            rm -rf "$home"; export MELONBENCH_HOME=$home
+            started=$SECONDS
+            python3 -m melonbench prepare synthetic >/dev/null || exit 1
+            python3 -m melonbench run -s melon -m ncf --device "$0" --epochs 2 || exit 1
+            echo "from scratch in $((SECONDS - started)) s"
+        done
+        python3 benchmarks/same_metrics.py /tmp/e2e-a/results/*/ /tmp/e2e-b/results/*/
+    ' "$device" 2>&1 | tee "$out/end_to_end_$device.txt"
+else
+    echo "end to end: skipped (polars or platformdirs missing; carry .whl)" | tee "$out/end_to_end_$device.txt"
+fi

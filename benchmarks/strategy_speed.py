@@ -12,6 +12,7 @@ the ranking of the batch against 100 candidates ("rank") and ``strategy.online_s
 
     python benchmarks/strategy_speed.py                          # every strategy, BPR and NCF, on CPU
     python benchmarks/strategy_speed.py --strategies default,melon --device cuda
+    python benchmarks/strategy_speed.py --strategies melon --device cuda --kernels fast   # not bit-repeatable
     python benchmarks/strategy_speed.py --strategies melon --models ncf --batches 10 --threads 1
     python benchmarks/strategy_speed.py --strategies default,melon --rounds 3 --threads 2   # interleaved rounds
 
@@ -22,6 +23,7 @@ the many small operations of a meta step wait on each other (we saw 10–20× sl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import resource
@@ -68,8 +70,19 @@ def measure(
     batches: int,
     warmup: int,
     settings: tuple[tuple[str, str], ...] = (),
+    kernels: str = "deterministic",
 ) -> dict:
-    """Time ``warmup + batches`` online batches of one pair in this process."""
+    """Time ``warmup + batches`` online batches of one pair in this process.
+
+    ``kernels``: "deterministic" (what ``melonbench run`` uses on CUDA) or "fast" (PyTorch's defaults).
+    """
+    from melonbench.determinism import deterministic
+
+    with deterministic(device) if kernels == "deterministic" else contextlib.nullcontext():
+        return _time_batches(strategy_name, model_name, device, batches, warmup, settings)
+
+
+def _time_batches(strategy_name, model_name, device, batches, warmup, settings) -> dict:
     from melonbench.history import History
     from melonbench.models import build_model
     from melonbench.negatives import sample_negatives
@@ -143,6 +156,12 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="strategy setting, applied to the strategies whose Config has KEY",
     )
+    parser.add_argument(
+        "--kernels",
+        default="deterministic",
+        choices=("deterministic", "fast"),
+        help="CUDA kernels: deterministic (what runs use, bit-repeatable) or fast (PyTorch's defaults)",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: "strategy:model"
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -151,7 +170,7 @@ def main() -> None:
     if args.one:
         strategy, model = args.one.split(":")
         settings = tuple(tuple(kv.split("=", 1)) for kv in args.set)
-        print(json.dumps(measure(strategy, model, device, args.batches, args.warmup, settings)))
+        print(json.dumps(measure(strategy, model, device, args.batches, args.warmup, settings, args.kernels)))
         return
 
     pairs = [
@@ -179,6 +198,8 @@ def main() -> None:
                     str(args.warmup),
                     "--threads",
                     str(args.threads),
+                    "--kernels",
+                    args.kernels,
                     *(f"--set={kv}" for kv in args.set),
                 ],
                 capture_output=True,
@@ -187,14 +208,22 @@ def main() -> None:
             if proc.returncode != 0:
                 print(f"{strategy}/{model}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
                 continue
-            runs[(strategy, model)].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            print(f"  measured {strategy}/{model} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            found = json.loads(proc.stdout.strip().splitlines()[-1])
+            runs[(strategy, model)].append(found)
+            # the figures as they come, so that a run cut short still leaves them
+            print(
+                f"  measured {strategy}/{model} in {time.perf_counter() - started:.0f} s: update "
+                f"{found['update_s']:.4f} s, rank {found['rank_s']:.4f} s, peak {found['peak_bytes'] / 2**30:.2f} GiB",
+                file=sys.stderr,
+            )
     rows = [combine(found) for found in runs.values() if found]
     if args.threads:
         torch.set_num_threads(args.threads)
     print_table(rows, device)
     if args.set:
         print(f"\nsettings: {', '.join(args.set)}")
+    if device.type == "cuda":
+        print(f"\nCUDA kernels: {args.kernels}")
 
 
 def combine(found: list[dict]) -> dict:

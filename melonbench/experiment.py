@@ -23,6 +23,7 @@ from melonbench.candidates import evaluation_negatives
 from melonbench.config import PrepareOptions, PretrainConfig, RunConfig, config_hash, to_jsonable
 from melonbench.data.prepare import prepare_dataset
 from melonbench.data.store import PreparedDataset, load_dataset
+from melonbench.determinism import deterministic
 from melonbench.errors import DivergenceError, MelonbenchError, NotPreparedError
 from melonbench.history import History
 from melonbench.meta_pretrain import load_or_train_meta
@@ -124,12 +125,14 @@ def pretrain_only(
     lookup("model", model, MODELS)
     device = resolve_device(device_name_)
     dataset = load_or_generate(dataset_name)
-    stream = Stream.from_frame(dataset.interactions, device)
-    leakfree, _ = evaluation_negatives(dataset.path, stream, seed, "leakfree", 99)
-    n_val = stream.validation_end - stream.pretrain_end
-    return load_or_pretrain(
-        model, stream, config, seed, dataset_fingerprint(dataset), leakfree[:n_val], hooks.pretrain_epoch, force=force
-    )
+    with deterministic(device):
+        stream = Stream.from_frame(dataset.interactions, device)
+        leakfree, _ = evaluation_negatives(dataset.path, stream, seed, "leakfree", 99)
+        n_val = stream.validation_end - stream.pretrain_end
+        fingerprint = dataset_fingerprint(dataset)
+        return load_or_pretrain(
+            model, stream, config, seed, fingerprint, leakfree[:n_val], hooks.pretrain_epoch, force=force
+        )
 
 
 def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: RunHooks | None = None) -> RunResult:
@@ -147,6 +150,11 @@ def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: R
     hooks = hooks or RunHooks()
     validate(config)
     device = resolve_device(config.device)
+    with deterministic(device):
+        return _run(config, device, results_root, hooks)
+
+
+def _run(config: RunConfig, device: torch.device, results_root: Path | None, hooks: RunHooks) -> RunResult:
     dataset = load_or_generate(config.dataset)
     fingerprint = dataset_fingerprint(dataset)
     run_id = run_id_for(config, fingerprint, device)
@@ -266,7 +274,12 @@ def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: R
             "best_val_hr@5": checkpoint.info.get("best_val_hr@5"),
         },
         "negatives_sha256": negatives_sha,
-        "device": {"type": device.type, "name": device_name(device), "peak_memory_bytes": peak_memory_bytes(device)},
+        "device": {
+            "type": device.type,
+            "name": device_name(device),
+            "peak_memory_bytes": peak_memory_bytes(device),
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        },
         "versions": {"melonbench": __version__, "torch": torch.__version__, "python": sys.version.split()[0]},
         "git_commit": git_commit(),
         "resumed_from_batch": done if state is not None else None,

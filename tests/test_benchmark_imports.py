@@ -23,15 +23,18 @@ import {module}
 """
 
 
-@pytest.mark.parametrize("module", ["strategy_speed", "replay_speed"])
+# what each benchmark imports of melonbench lazily (in functions), imported here too
+LAZY = {
+    "strategy_speed": ["determinism", "history", "models", "negatives", "strategies", "stream", "timing"],
+    "cuda_parity": ["determinism", "history", "models", "negatives", "strategies", "strategies.base", "stream"],
+    "replay_speed": [],
+}
+
+
+@pytest.mark.parametrize("module", sorted(LAZY))
 def test_speed_benchmarks_import_without_polars_or_platformdirs(module, tmp_path):
     env = {**os.environ, "MELONBENCH_HOME": str(tmp_path)}
-    # strategy_speed imports melonbench lazily, in measure(): import what measure() and main() import
-    code = BLOCK.format(module=module)
-    if module == "strategy_speed":
-        code += "from melonbench.history import History\nfrom melonbench.models import build_model\n"
-        code += "from melonbench.negatives import sample_negatives\nfrom melonbench.strategies import STRATEGIES\n"
-        code += "from melonbench.stream import Batch\nfrom melonbench.timing import Stopwatch\n"
+    code = BLOCK.format(module=module) + "".join(f"import melonbench.{name}\n" for name in LAZY[module])
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     # the blocker does bite: importing the data layer fails
