@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# One prepared GPU check for a session that is lent a device (issues 4 and 5), in about 7 minutes:
+# One prepared GPU check for a session that is lent a device (issues 4 and 5), in about 8 minutes:
 #   1. every strategy's seconds per batch and peak memory on CUDA, at the Grocery size (strategy_speed.py);
-#   2. CPU-vs-CUDA agreement and run-to-run repeatability of the meta strategies (cuda_parity.py);
+#   2. what the deterministic kernels cost (Default, MeLON, S²Meta with each kind, interleaved);
 #   3. the replay loop's seconds per batch (replay_speed.py);
 #   4. only where polars and platformdirs import (carried as wheels in .whl/, see below): the product end to end
 #      on CUDA, twice from scratch (`melonbench prepare synthetic`, then `run -s melon -m ncf`, pre-training
-#      included), and whether the two runs' per-batch metrics are bit-identical.
+#      included), and whether the two runs' per-batch metrics are bit-identical;
+#   5. CPU-vs-CUDA agreement and run-to-run repeatability of MeLON and S²Meta (cuda_parity.py).
 #
 # Run from the repository root on the device machine, whose python3 has PyTorch (sections 1-3 import nothing of
 # melonbench that needs polars or platformdirs, see tests/test_benchmark_imports.py):
@@ -35,22 +36,21 @@ fi
     python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, torch.cuda.is_available())"
 } 2>&1 | tee "$out/device.txt"
 
-# 1. Every strategy on both models (SML on BPR only), 20 timed batches after 3 warm-up ones; each pair's figures
-#    are printed as they come, so a cut-short run keeps them.
-timeout 200 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" 2>&1 |
+# 1. Every strategy on both models (SML on BPR only), with the deterministic kernels that runs use, 20 timed
+#    batches after 3 warm-up ones; each pair's figures are printed as they come, so a cut-short run keeps them.
+timeout 220 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" 2>&1 |
     tee "$out/strategy_speed_$device.txt"
 
-# 2. Parity with the CPU and repeatability (deterministic and default kernels), 3 online batches per pair, for the
-#    strategies with a meta step (about 12 s a pair on an H200; all 19 pairs would need about 4 minutes).
-timeout 150 python3 benchmarks/cuda_parity.py --device "$device" --steps 3 --strategies melon,mwnet,metasgd,s2meta,sml \
-    2>&1 | tee "$out/parity_$device.txt"
+# 2. What the deterministic kernels cost: Default, MeLON and S²Meta with each kind, interleaved, two rounds.
+timeout 130 python3 benchmarks/strategy_speed.py --device "$device" --batches 15 --rounds 2 \
+    --strategies default,melon,s2meta --kernels deterministic,fast 2>&1 | tee "$out/kernels_$device.txt"
 
 # 3. The replay loop (Default; ranking against 100 candidates and full ranking, then the update).
-timeout 70 python3 benchmarks/replay_speed.py --device "$device" 2>&1 | tee "$out/replay_speed_$device.txt"
+timeout 60 python3 benchmarks/replay_speed.py --device "$device" 2>&1 | tee "$out/replay_speed_$device.txt"
 
 # 4. The product end to end, twice, each from an empty store (prepare, pre-train, meta-pre-train, replay).
 if python3 -c "import polars, platformdirs" 2>/dev/null; then
-    timeout 140 bash -c '
+    timeout 100 bash -c '
         for home in /tmp/e2e-a /tmp/e2e-b; do
             rm -rf "$home"; export MELONBENCH_HOME=$home
             started=$SECONDS
@@ -63,3 +63,8 @@ if python3 -c "import polars, platformdirs" 2>/dev/null; then
 else
     echo "end to end: skipped (polars or platformdirs missing; carry .whl)" | tee "$out/end_to_end_$device.txt"
 fi
+
+# 5. Parity with the CPU and repeatability, 3 online batches per pair (all strategies were checked on an H200 on
+#    2026-11-28: docs/melon.md, docs/baselines.md; `--strategies` to widen).
+timeout 60 python3 benchmarks/cuda_parity.py --device "$device" --steps 3 --strategies melon,s2meta --models bpr,ncf \
+    2>&1 | tee "$out/parity_$device.txt"

@@ -13,6 +13,7 @@ the ranking of the batch against 100 candidates ("rank") and ``strategy.online_s
     python benchmarks/strategy_speed.py                          # every strategy, BPR and NCF, on CPU
     python benchmarks/strategy_speed.py --strategies default,melon --device cuda
     python benchmarks/strategy_speed.py --strategies melon --device cuda --kernels fast   # not bit-repeatable
+    python benchmarks/strategy_speed.py --strategies default,melon --device cuda --kernels deterministic,fast
     python benchmarks/strategy_speed.py --strategies melon --models ncf --batches 10 --threads 1
     python benchmarks/strategy_speed.py --strategies default,melon --rounds 3 --threads 2   # interleaved rounds
 
@@ -159,11 +160,14 @@ def main() -> None:
     parser.add_argument(
         "--kernels",
         default="deterministic",
-        choices=("deterministic", "fast"),
-        help="CUDA kernels: deterministic (what runs use, bit-repeatable) or fast (PyTorch's defaults)",
+        help="CUDA kernels: deterministic (what runs use, bit-repeatable), fast (PyTorch's defaults), or both "
+        "comma-separated (every pair with each, interleaved)",
     )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: "strategy:model"
     args = parser.parse_args()
+    kernel_sets = args.kernels.split(",")
+    if not set(kernel_sets) <= {"deterministic", "fast"}:
+        parser.error(f"--kernels takes deterministic, fast or both, got {args.kernels!r}")
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -173,16 +177,17 @@ def main() -> None:
         print(json.dumps(measure(strategy, model, device, args.batches, args.warmup, settings, args.kernels)))
         return
 
-    pairs = [
-        (strategy, model)
+    jobs = [
+        (strategy, model, kernels)
         for model in args.models.split(",")
         for strategy in args.strategies.split(",")
         if model in MODELS and model in STRATEGIES[strategy].supports
+        for kernels in kernel_sets
     ]
-    runs: dict[tuple[str, str], list[dict]] = {pair: [] for pair in pairs}
+    runs: dict[tuple[str, str, str], list[dict]] = {job: [] for job in jobs}
     # rounds interleave the pairs, so that a change in the machine's load touches them all alike
     for _ in range(args.rounds):
-        for strategy, model in pairs:
+        for strategy, model, kernels in jobs:
             started = time.perf_counter()
             proc = subprocess.run(
                 [
@@ -199,7 +204,7 @@ def main() -> None:
                     "--threads",
                     str(args.threads),
                     "--kernels",
-                    args.kernels,
+                    kernels,
                     *(f"--set={kv}" for kv in args.set),
                 ],
                 capture_output=True,
@@ -208,11 +213,11 @@ def main() -> None:
             if proc.returncode != 0:
                 print(f"{strategy}/{model}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
                 continue
-            found = json.loads(proc.stdout.strip().splitlines()[-1])
-            runs[(strategy, model)].append(found)
+            found = {**json.loads(proc.stdout.strip().splitlines()[-1]), "kernels": kernels}
+            runs[(strategy, model, kernels)].append(found)
             # the figures as they come, so that a run cut short still leaves them
             print(
-                f"  measured {strategy}/{model} in {time.perf_counter() - started:.0f} s: update "
+                f"  measured {strategy}/{model} ({kernels}) in {time.perf_counter() - started:.0f} s: update "
                 f"{found['update_s']:.4f} s, rank {found['rank_s']:.4f} s, peak {found['peak_bytes'] / 2**30:.2f} GiB",
                 file=sys.stderr,
             )
@@ -222,7 +227,7 @@ def main() -> None:
     print_table(rows, device)
     if args.set:
         print(f"\nsettings: {', '.join(args.set)}")
-    if device.type == "cuda":
+    if device.type == "cuda" and len(kernel_sets) == 1:
         print(f"\nCUDA kernels: {args.kernels}")
 
 
@@ -238,17 +243,22 @@ def combine(found: list[dict]) -> dict:
 def print_table(rows: list[dict], device: torch.device) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"\nGrocery-sized configuration on {name}; median seconds per online batch (warm-up excluded)\n")
-    print("| model | strategy | rank (100 cand.) | update | ours / authors' update | authors' | peak memory |")
-    print("|---|---|---|---|---|---|---|")
-    default = {r["model"]: r["update_s"] for r in rows if r["strategy"] == "default"}
+    several = len({r["kernels"] for r in rows}) > 1  # a column for the kernels only when both were measured
+    head = "| model | strategy |" + " kernels |" * several
+    print(f"{head} rank (100 cand.) | update | ours / authors' update | authors' | peak memory |")
+    print("|---|---|---|---|---|---|---|" + "---|" * several)
+    default = {(r["model"], r["kernels"]): r["update_s"] for r in rows if r["strategy"] == "default"}
     for r in rows:
+        key = (r["model"], r["kernels"])
         ref = REFERENCE.get((r["device"], r["model"], r["strategy"]))
         peak_ref = REFERENCE_PEAK_GIB.get((r["device"], r["model"], r["strategy"]))
         ratio = f"{r['update_s'] / ref:.3f}" if ref else ""
-        vs_default = f" ({r['update_s'] / default[r['model']]:.1f}× our default)" if r["model"] in default else ""
+        vs_default = f" ({r['update_s'] / default[key]:.1f}× our default)" if key in default else ""
         peak = f"{r['peak_bytes'] / 2**30:.2f} GiB" + (f" (authors' {peak_ref} GiB)" if peak_ref else "")
+        kernels = f" {r['kernels']} |" if several else ""
         print(
-            f"| {r['model']} | {r['strategy']} | {r['rank_s']:.4f} | {r['update_s']:.4f}{vs_default} | {ratio} | "
+            f"| {r['model']} | {r['strategy']} |{kernels} {r['rank_s']:.4f} | {r['update_s']:.4f}{vs_default} | "
+            f"{ratio} | "
             f"{ref if ref else ''} | {peak} |"
         )
 

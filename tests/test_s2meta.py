@@ -173,3 +173,12 @@ def test_metalstm_gradients_match_finite_differences(monkeypatch, through):
     values = (p.detach().clone().requires_grad_() for p in lstm.parameters())
     inputs = (h.requires_grad_(through == "state"), c.requires_grad_(through == "state"), *values)
     assert torch.autograd.gradcheck(outputs, inputs, eps=1e-6, atol=1e-6)
+
+
+def test_lstm_chunks_split_on_a_cpu_only():
+    # CPU: chunks of CHUNK rows keep the intermediates in cache; a GPU pays per launch, so one chunk there
+    # ("meta" tensors stand for a non-CPU device: no data, only shapes)
+    cpu, other = torch.zeros(2 * s2meta.CHUNK + 1, 3), torch.empty(2 * s2meta.CHUNK + 1, 3, device="meta")
+    assert [c.shape[0] for c in s2meta._chunks(cpu)] == [s2meta.CHUNK, s2meta.CHUNK, 1]
+    assert [c.shape[0] for c in s2meta._chunks(other)] == [2 * s2meta.CHUNK + 1]
+    assert len(s2meta._chunks(torch.zeros(0, 3))) == 1

@@ -79,13 +79,16 @@ CHUNK = 4096
 
 
 def _chunks(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``t`` in chunks of ``CHUNK`` rows (one, maybe empty, at least).
+    """``t`` in chunks of ``CHUNK`` rows on a CPU, whole on a GPU (one chunk, maybe empty, at least).
 
     Chunks keep the ``[chunk, 4H]`` intermediates in cache: faster on a CPU than one pass over ~30,000 coordinates
-    (measured); every coordinate is computed independently. ``split``, not slicing: one backward node for all
-    chunks, where each slice's backward would fill a full-size zero tensor.
+    (measured); every coordinate is computed independently. On a GPU each chunk costs its ~25 operations' launches
+    whatever its size, and the whole ``[P, 4H]`` is a few MiB, so there it is one chunk. ``split``, not slicing: one
+    backward node for all chunks, where each slice's backward would fill a full-size zero tensor.
     """
-    return t.split(CHUNK) if t.shape[0] else (t,)
+    if t.shape[0] == 0 or t.device.type != "cpu":
+        return (t,)
+    return t.split(CHUNK)
 
 
 class _Cell(torch.autograd.Function):
