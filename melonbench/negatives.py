@@ -140,7 +140,9 @@ def _rejection_round(
     cand = history.items_by_first[raw % n_existing.clamp(min=1)]  # [B, M]
     seen = history.seen_before(users, cand, positions) if exclude == "before" else history.seen_ever(users, cand)
     valid = (n_existing > 0) & ~seen & (cand != positives.unsqueeze(1))
-    keep = valid & ~_repeats(cand)
+    # One negative per row (training negatives): the first valid draw is always its value's first occurrence
+    # (validity depends on the value alone within a row), so the repeat check, a sort, changes nothing.
+    keep = valid & ~_repeats(cand) if n > 1 else valid
     rank = keep.cumsum(1)  # 1-based slot of each kept draw
     take = keep & (rank <= n)
     slots = torch.where(take, rank - 1, n)  # draws not taken land in a spare column

@@ -82,7 +82,7 @@ def pretrain_recommender(
 ) -> tuple[Recommender, dict[str, Any]]:
     """Pre-train from scratch; return the model at its best validation epoch and a training record."""
     model = init_model(model_name, stream, config.dim, seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
     device = stream.users.device
     gen = generator(seed, "pretrain", device)
     history = History(stream.users, stream.items, stream.n_users, stream.n_items)

@@ -49,7 +49,10 @@ class Default(Strategy):
                 weight_decay=config.weight_decay,
             )
         else:
-            self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+            # fused: one kernel over every parameter instead of a dozen passes per tensor (same maths)
+            self.optimizer = torch.optim.Adam(
+                model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
+            )
 
     @property
     def selective(self) -> bool:  # type: ignore[override]

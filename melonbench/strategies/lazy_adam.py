@@ -51,7 +51,9 @@ class LazyAdam:
         }
         params = list(dense.values())
         self.dense = (
-            torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps) if params else None
+            torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps, fused=True)
+            if params
+            else None
         )
 
     def zero_grad(self) -> None:

@@ -98,12 +98,23 @@ class MWNet(Default):
         users, items, negatives = lookahead_batch(history, batch, self.generator)
         if users.shape[0] == 0:  # no past yet: θ̂ = θ would not depend on V
             return
+        # θ̂ differs from θ only on the rows B_t^last reads, and the meta loss reads only B_t's rows: the look-ahead
+        # runs on the tables' rows that either reads (ids renumbered into them), not on whole tables. The same
+        # meta-gradient, without the full-table passes of a look-ahead on every row.
+        rows_u = torch.unique(torch.cat([users, batch.users]))
+        rows_i = torch.unique(torch.cat([items, negatives, batch.items, batch.negatives]))
         params = dict(self.model.named_parameters())
-        last = functional_call(self.model, params, (users, items, negatives))  # [M]
+        for tables, rows in ((self.model.user_tables(), rows_u), (self.model.item_tables(), rows_i)):
+            for k, table in tables.items():
+                params[f"{k}.weight"] = table.weight.detach().index_select(0, rows).requires_grad_()
+        last_ids = (torch.searchsorted(rows_u, users), torch.searchsorted(rows_i, items))
+        last = functional_call(self.model, params, (*last_ids, torch.searchsorted(rows_i, negatives)))  # [M]
         inner = (self.weights(last.detach()) * last).mean()  # Shu et al. Eq. 4: the weight multiplies ∇ℓ_x
         grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
         ahead = {k: p - self.config.lr * g for (k, p), g in zip(params.items(), grads, strict=True)}
-        meta_loss = functional_call(self.model, ahead, (batch.users, batch.items, batch.negatives)).mean()
+        now_ids = [torch.searchsorted(rows_u, batch.users)]
+        now_ids += [torch.searchsorted(rows_i, batch.items), torch.searchsorted(rows_i, batch.negatives)]
+        meta_loss = functional_call(self.model, ahead, tuple(now_ids)).mean()
         self.meta_optimizer.zero_grad()
         meta_loss.backward(inputs=list(self.vnet.parameters()))
         self.meta_optimizer.step()
