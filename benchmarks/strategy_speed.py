@@ -111,7 +111,10 @@ def _time_batches(strategy_name, model_name, device, batches, warmup, settings) 
             model.score(users, torch.cat([items[:, None], candidates[:, 1:]], 1))
         with watch.section("update"):
             strategy.online_step(
-                Batch(index, "test", positions, users, items, stream.ts[lo : lo + BATCH], candidates[:, 0]), history
+                Batch(
+                    index, "test", positions, users, items, stream.ts[lo : lo + BATCH], candidates[:, 0].contiguous()
+                ),
+                history,
             )
         history.advance(BATCH)
         times = watch.pop()

@@ -111,7 +111,7 @@ def replay(
 
         with stopwatch.section("update"):  # 3. update
             if paper_protocol:
-                train_negatives = negatives[:, 0]
+                train_negatives = negatives[:, 0].contiguous()
             else:
                 train_negatives = sample_training_negatives(history, users, items, positions, train_generator)
             batch = Batch(index, split, positions, users, items, stream.ts[start:stop], train_negatives)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -94,3 +95,19 @@ def test_without_capture_nothing_is_stored():
     _, history, _, strat, batches = setup()
     strat.online_step(batches[0], history)
     assert strat.captured_lr is None
+
+
+def test_a_strided_negatives_column_gives_the_same_step_and_no_warning():
+    # Under the paper protocol a batch's training negatives are column 0 of the candidate matrix (strided); the
+    # look-ahead renumbers ids with searchsorted, which warns on strided input (an error under this suite's filters)
+    _, history, model, strat, batches = setup()
+    twin_model = copy.deepcopy(model)
+    twin = build_strategy("mwnet", twin_model, (), 0)
+    batch = batches[0]
+    wide = torch.stack([batch.negatives, batch.items, batch.items], 1)  # [B, 3]: column 0 is strided
+    strided = dataclasses.replace(batch, negatives=wide[:, 0])
+    assert not strided.negatives.is_contiguous()
+    strat.online_step(batch, history)
+    twin.online_step(strided, history)
+    for a, b in zip(model.parameters(), twin_model.parameters(), strict=True):
+        assert torch.equal(a, b)

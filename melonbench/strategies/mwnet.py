@@ -52,6 +52,15 @@ def slot_columns(model: Recommender) -> int:
     return user + 2 * item + dense
 
 
+def _renumber(rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Each id's position in ``rows`` (sorted, unique, holding every id).
+
+    ``contiguous``: a batch's negatives can be a column of the candidate matrix (the paper protocol), and
+    ``searchsorted`` warns on a strided input.
+    """
+    return torch.searchsorted(rows, ids.contiguous())
+
+
 class WeightNet(nn.Module):
     """V: loss ``Float[B, 1]`` → weight ``Float[B, 1]`` in (0, 1); an MLP 1 → hidden → 1, ReLU then sigmoid."""
 
@@ -107,14 +116,13 @@ class MWNet(Default):
         for tables, rows in ((self.model.user_tables(), rows_u), (self.model.item_tables(), rows_i)):
             for k, table in tables.items():
                 params[f"{k}.weight"] = table.weight.detach().index_select(0, rows).requires_grad_()
-        last_ids = (torch.searchsorted(rows_u, users), torch.searchsorted(rows_i, items))
-        last = functional_call(self.model, params, (*last_ids, torch.searchsorted(rows_i, negatives)))  # [M]
+        last_ids = (_renumber(rows_u, users), _renumber(rows_i, items), _renumber(rows_i, negatives))
+        last = functional_call(self.model, params, last_ids)  # [M]
         inner = (self.weights(last.detach()) * last).mean()  # Shu et al. Eq. 4: the weight multiplies ∇ℓ_x
         grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
         ahead = {k: p - self.config.lr * g for (k, p), g in zip(params.items(), grads, strict=True)}
-        now_ids = [torch.searchsorted(rows_u, batch.users)]
-        now_ids += [torch.searchsorted(rows_i, batch.items), torch.searchsorted(rows_i, batch.negatives)]
-        meta_loss = functional_call(self.model, ahead, tuple(now_ids)).mean()
+        now_ids = (_renumber(rows_u, batch.users), _renumber(rows_i, batch.items), _renumber(rows_i, batch.negatives))
+        meta_loss = functional_call(self.model, ahead, now_ids).mean()
         self.meta_optimizer.zero_grad()
         meta_loss.backward(inputs=list(self.vnet.parameters()))
         self.meta_optimizer.step()
