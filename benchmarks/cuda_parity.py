@@ -18,6 +18,10 @@ error cannot spoil the next pair), two checks over ``--steps`` online batches:
     python benchmarks/cuda_parity.py                          # every strategy, BPR and NCF (needs CUDA)
     python benchmarks/cuda_parity.py --strategies melon --models ncf --steps 3
     python benchmarks/cuda_parity.py --device cpu             # the script itself on a machine without CUDA
+    python benchmarks/cuda_parity.py --strategies melon@cuda_graphs=true --steps 6   # CUDA graphs against the CPU
+
+A strategy may carry settings after ``@`` as in ``strategy_speed.py``; both devices get them (``cuda_graphs``
+changes nothing on the CPU). The "graph replays" column counts the CUDA batches a graph replay served.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from strategy_speed import BATCH, N_ITEMS, N_USERS, make_stream  # noqa: E402
+from strategy_speed import BATCH, N_ITEMS, N_USERS, make_stream, parse_spec  # noqa: E402
 
 
 def steps_on(device: torch.device, strategy_name: str, model_name: str, steps: int, start: dict) -> dict:
@@ -46,7 +50,8 @@ def steps_on(device: torch.device, strategy_name: str, model_name: str, steps: i
 
     stream = make_stream(torch.device("cpu"))
     model = copy.deepcopy(start["model"]).to(device)
-    strategy = build_strategy(strategy_name, model, (), 0)
+    name, settings = parse_spec(strategy_name)
+    strategy = build_strategy(name, model, settings, 0)
     if start["meta"] is not None:
         strategy.load_meta_state_dict(start["meta"])
     history = History(stream.users.to(device), stream.items.to(device), N_USERS, N_ITEMS, cursor=stream.pretrain_end)
@@ -76,7 +81,13 @@ def steps_on(device: torch.device, strategy_name: str, model_name: str, steps: i
             mirror.advance(BATCH)
     finally:
         base.sample_training_negatives = original
-    return {"params": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, "losses": losses}
+    graphs = getattr(strategy, "_graphed", None)
+    return {
+        "params": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "losses": losses,
+        "replays": graphs.replays if graphs is not None else 0,
+        "graph_failure": graphs.failure if graphs is not None else None,
+    }
 
 
 def check(strategy_name: str, model_name: str, device: torch.device, steps: int) -> dict:
@@ -86,7 +97,7 @@ def check(strategy_name: str, model_name: str, device: torch.device, steps: int)
 
     torch.manual_seed(0)
     model = build_model(model_name, N_USERS, N_ITEMS, dim=64)
-    probe = build_strategy(strategy_name, copy.deepcopy(model), (), 0)
+    probe = build_strategy(parse_spec(strategy_name)[0], copy.deepcopy(model), parse_spec(strategy_name)[1], 0)
     meta = probe.meta_state_dict() if probe.meta else None
     start = {"model": model, "meta": meta}
     theta0 = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -110,6 +121,8 @@ def check(strategy_name: str, model_name: str, device: torch.device, steps: int)
         "loss_gap": max(float((a - b).abs().max()) for a, b in zip(cpu["losses"], dev["losses"])),
         "repeat": "yes" if repeat == 0 else f"no ({repeat:.1e})",
         "repeat_fast": "yes" if repeat_fast == 0 else f"no ({repeat_fast:.1e})",
+        "replays": dev["replays"],
+        "graph_failure": dev["graph_failure"],
     }
 
 
@@ -133,7 +146,7 @@ def main() -> None:
     rows = []
     for model in args.models.split(","):
         for strategy in args.strategies.split(","):
-            if model not in MODELS or model not in STRATEGIES[strategy].supports:
+            if model not in MODELS or model not in STRATEGIES[parse_spec(strategy)[0]].supports:
                 continue
             started = time.perf_counter()
             proc = subprocess.run(
@@ -151,15 +164,20 @@ def main() -> None:
             print(f"  checked in {time.perf_counter() - started:.0f} s: {json.dumps(rows[-1])}", file=sys.stderr)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"\n{args.device} ({name}) against the CPU, {args.steps} online batches, torch {torch.__version__}\n")
-    print("| model | strategy | ‖Δθ‖ | rel. error vs CPU | max loss gap | repeats bit for bit | with fast kernels |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| model | strategy | ‖Δθ‖ | rel. error vs CPU | max loss gap | repeats bit for bit | with fast kernels |"
+        " graph replays |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r.get("failed"):
-            print(f"| {r['model']} | {r['strategy']} | FAILED | | | | |")
+            print(f"| {r['model']} | {r['strategy']} | FAILED | | | | | |")
             continue
         print(
             f"| {r['model']} | {r['strategy']} | {r['moved']:.3g} | {r['rel_err']:.1e} | {r['loss_gap']:.1e} | "
-            f"{r['repeat']} | {r['repeat_fast']} |"
+            f"{r['repeat']} | {r['repeat_fast']} | {r['replays']}"
+            + (f" (capture failed: {r['graph_failure']})" if r["graph_failure"] else "")
+            + " |"
         )
 
 

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# One prepared GPU check for a session that is lent a device (issues 4 and 5), in about 8 minutes:
-#   1. every strategy's seconds per batch and peak memory on CUDA, at the Grocery size (strategy_speed.py);
-#   2. what the deterministic kernels cost (Default, MeLON, S²Meta with each kind, interleaved);
-#   3. the replay loop's seconds per batch (replay_speed.py);
-#   4. only where polars and platformdirs import (carried as wheels in .whl/, see below): the product end to end
-#      on CUDA, twice from scratch (`melonbench prepare synthetic`, then `run -s melon -m ncf`, pre-training
-#      included), and whether the two runs' per-batch metrics are bit-identical;
-#   5. CPU-vs-CUDA agreement and run-to-run repeatability of MeLON and S²Meta (cuda_parity.py).
+# One prepared GPU check for a session that is lent a device (issues 4 and 5). Sections, chosen by $SECTIONS
+# (default "graphs strategies replay", about 7 minutes on an H200; "all" for every one, about 11):
+#   graphs      MeLON replayed as a CUDA graph (`--set cuda_graphs=true`, never run on a GPU before): does the
+#               capture work, does it compute what the CPU computes (cuda_parity.py, 8 batches, graphs on and
+#               off), and how fast is it (strategy_speed.py: Default, MeLON, MeLON with graphs, interleaved);
+#   strategies  every strategy's seconds per batch and peak memory on CUDA, at the Grocery size;
+#   kernels     what the deterministic kernels cost (Default, MeLON, S²Meta with each kind, interleaved);
+#   replay      the replay loop's seconds per batch (replay_speed.py);
+#   end_to_end  only where polars and platformdirs import (carried as wheels in .whl/, see below): the product
+#               on CUDA, twice from scratch (`melonbench prepare synthetic`, then `run -s melon -m ncf`,
+#               pre-training included), and whether the two runs' per-batch metrics are bit-identical;
+#   parity      CPU-vs-CUDA agreement and run-to-run repeatability of MeLON and S²Meta (cuda_parity.py).
 #
-# Run from the repository root on the device machine, whose python3 has PyTorch (sections 1-3 import nothing of
+# Run from the repository root on the device machine, whose python3 has PyTorch (all but end_to_end import nothing of
 # melonbench that needs polars or platformdirs, see tests/test_benchmark_imports.py):
 #
 #     bash benchmarks/device_check.sh            # results also go to $OUT/ when it is set
-#     DEVICE=cpu BATCHES=2 bash benchmarks/device_check.sh   # a dry run of the script itself, anywhere
+#     SECTIONS=all bash benchmarks/device_check.sh
+#     DEVICE=cpu BATCHES=2 SECTIONS=all bash benchmarks/device_check.sh   # a dry run of the script itself, anywhere
 #
-# For section 4, download the wheels here first (they are git-ignored) and carry `.whl` with the device call:
+# For end_to_end, download the wheels here first (they are git-ignored) and carry `.whl` with the device call:
 #     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #         --platform manylinux_2_17_x86_64 -d .whl polars==2.1.0 polars-runtime-32==2.1.0 platformdirs==4.14.8
 #
@@ -22,6 +27,9 @@
 set -uo pipefail
 
 device="${DEVICE:-cuda}"
+sections="${SECTIONS:-graphs strategies replay}"
+[ "$sections" = all ] && sections="graphs strategies kernels replay end_to_end parity"
+want() { [[ " $sections " == *" $1 "* ]]; }
 batches="${BATCHES:-20}"
 out="${OUT:-/tmp/device_check}"
 mkdir -p "$out"
@@ -36,20 +44,38 @@ fi
     python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, torch.cuda.is_available())"
 } 2>&1 | tee "$out/device.txt"
 
-# 1. Every strategy on both models (SML on BPR only), with the deterministic kernels that runs use, 20 timed
+# graphs: MeLON as a CUDA graph, against the CPU over 8 batches: 2 eager warm-up batches, a capture whose replay
+#    does batch 3, replays after that, so the "graph replays" column must say 6 (or it names why capture failed).
+#    Then its speed beside Default and the eager MeLON, two interleaved rounds.
+if want graphs; then
+    timeout 150 python3 benchmarks/cuda_parity.py --device "$device" --steps 8 --models bpr,ncf \
+        --strategies melon,melon@cuda_graphs=true 2>&1 | tee "$out/graphs_parity_$device.txt"
+    timeout 150 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" --rounds 2 \
+        --strategies default,melon,melon@cuda_graphs=true 2>&1 | tee "$out/graphs_speed_$device.txt"
+fi
+
+# strategies: every strategy on both models (SML on BPR only), with the deterministic kernels that runs use, 20 timed
 #    batches after 3 warm-up ones; each pair's figures are printed as they come, so a cut-short run keeps them.
-timeout 220 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" 2>&1 |
-    tee "$out/strategy_speed_$device.txt"
+if want strategies; then
+    timeout 200 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" 2>&1 |
+        tee "$out/strategy_speed_$device.txt"
+fi
 
-# 2. What the deterministic kernels cost: Default, MeLON and S²Meta with each kind, interleaved, two rounds.
-timeout 130 python3 benchmarks/strategy_speed.py --device "$device" --batches 15 --rounds 2 \
-    --strategies default,melon,s2meta --kernels deterministic,fast 2>&1 | tee "$out/kernels_$device.txt"
+# kernels: what the deterministic kernels cost: Default, MeLON and S²Meta with each kind, interleaved, two rounds.
+if want kernels; then
+    timeout 130 python3 benchmarks/strategy_speed.py --device "$device" --batches 15 --rounds 2 \
+        --strategies default,melon,s2meta --kernels deterministic,fast 2>&1 | tee "$out/kernels_$device.txt"
+fi
 
-# 3. The replay loop (Default; ranking against 100 candidates and full ranking, then the update).
-timeout 60 python3 benchmarks/replay_speed.py --device "$device" 2>&1 | tee "$out/replay_speed_$device.txt"
+# replay: the replay loop (Default; ranking against 100 candidates and full ranking, then the update).
+if want replay; then
+    timeout 60 python3 benchmarks/replay_speed.py --device "$device" 2>&1 | tee "$out/replay_speed_$device.txt"
+fi
 
-# 4. The product end to end, twice, each from an empty store (prepare, pre-train, meta-pre-train, replay).
-if python3 -c "import polars, platformdirs" 2>/dev/null; then
+# end_to_end: the product, twice, each from an empty store (prepare, pre-train, meta-pre-train, replay).
+if ! want end_to_end; then
+    :
+elif python3 -c "import polars, platformdirs" 2>/dev/null; then
     timeout 100 bash -c '
         for home in /tmp/e2e-a /tmp/e2e-b; do
             rm -rf "$home"; export MELONBENCH_HOME=$home
@@ -64,7 +90,9 @@ else
     echo "end to end: skipped (polars or platformdirs missing; carry .whl)" | tee "$out/end_to_end_$device.txt"
 fi
 
-# 5. Parity with the CPU and repeatability, 3 online batches per pair (all strategies were checked on an H200 on
+# parity: parity with the CPU and repeatability, 3 online batches per pair (all strategies were checked on an H200 on
 #    2026-11-28: docs/melon.md, docs/baselines.md; `--strategies` to widen).
-timeout 60 python3 benchmarks/cuda_parity.py --device "$device" --steps 3 --strategies melon,s2meta --models bpr,ncf \
-    2>&1 | tee "$out/parity_$device.txt"
+if want parity; then
+    timeout 60 python3 benchmarks/cuda_parity.py --device "$device" --steps 3 --strategies melon,s2meta \
+        --models bpr,ncf 2>&1 | tee "$out/parity_$device.txt"
+fi

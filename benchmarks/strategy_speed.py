@@ -16,6 +16,10 @@ the ranking of the batch against 100 candidates ("rank") and ``strategy.online_s
     python benchmarks/strategy_speed.py --strategies default,melon --device cuda --kernels deterministic,fast
     python benchmarks/strategy_speed.py --strategies melon --models ncf --batches 10 --threads 1
     python benchmarks/strategy_speed.py --strategies default,melon --rounds 3 --threads 2   # interleaved rounds
+    python benchmarks/strategy_speed.py --strategies default,melon,melon@cuda_graphs=true --device cuda
+
+A strategy may carry its own settings after ``@`` (``melon@cuda_graphs=true@chunk=65536``), so that one run
+compares two settings of a strategy, interleaved; ``--set`` applies to every strategy whose Config has the key.
 
 On a CPU shared with other jobs, ``--threads 1`` gives steadier figures: with more threads than free cores,
 the many small operations of a meta step wait on each other (we saw 10–20× slow-downs).
@@ -64,6 +68,12 @@ def make_stream(device: torch.device):
     return Stream(users.to(device), items.to(device), ts.to(device), N_USERS, N_ITEMS, end, end + 666)
 
 
+def parse_spec(spec: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """``"melon@cuda_graphs=true@chunk=4096"`` → ``("melon", (("cuda_graphs", "true"), ("chunk", "4096")))``."""
+    name, *settings = spec.split("@")
+    return name, tuple(tuple(kv.split("=", 1)) for kv in settings)
+
+
 def measure(
     strategy_name: str,
     model_name: str,
@@ -94,8 +104,9 @@ def _time_batches(strategy_name, model_name, device, batches, warmup, settings) 
     torch.manual_seed(0)
     stream = make_stream(device)
     model = build_model(model_name, N_USERS, N_ITEMS, dim=64).to(device)
-    fields = {f.name for f in dataclasses.fields(STRATEGIES[strategy_name].Config)}
-    strategy = build_strategy(strategy_name, model, tuple(kv for kv in settings if kv[0] in fields), 0)
+    name, own = parse_spec(strategy_name)
+    fields = {f.name for f in dataclasses.fields(STRATEGIES[name].Config)}
+    strategy = build_strategy(name, model, tuple(kv for kv in settings if kv[0] in fields) + own, 0)
     history = History(stream.users, stream.items, N_USERS, N_ITEMS, cursor=stream.pretrain_end)
     gen = torch.Generator(device=device).manual_seed(0)
     watch = Stopwatch(device)
@@ -125,10 +136,13 @@ def _time_batches(strategy_name, model_name, device, batches, warmup, settings) 
         peak = torch.cuda.max_memory_allocated(device)
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    graphs = getattr(strategy, "_graphed", None)  # CUDA graphs: how many batches a replay served, or why none
     return {
         "strategy": strategy_name,
         "model": model_name,
         "device": device.type,
+        "graph_replays": graphs.replays if graphs is not None else None,
+        "graph_failure": graphs.failure if graphs is not None else None,
         "rank_s": statistics.median(rank_s),
         "update_s": statistics.median(update_s),
         "peak_bytes": peak,
@@ -184,7 +198,7 @@ def main() -> None:
         (strategy, model, kernels)
         for model in args.models.split(",")
         for strategy in args.strategies.split(",")
-        if model in MODELS and model in STRATEGIES[strategy].supports
+        if model in MODELS and model in STRATEGIES[parse_spec(strategy)[0]].supports
         for kernels in kernel_sets
     ]
     runs: dict[tuple[str, str, str], list[dict]] = {job: [] for job in jobs}
@@ -221,7 +235,9 @@ def main() -> None:
             # the figures as they come, so that a run cut short still leaves them
             print(
                 f"  measured {strategy}/{model} ({kernels}) in {time.perf_counter() - started:.0f} s: update "
-                f"{found['update_s']:.4f} s, rank {found['rank_s']:.4f} s, peak {found['peak_bytes'] / 2**30:.2f} GiB",
+                f"{found['update_s']:.4f} s, rank {found['rank_s']:.4f} s, peak {found['peak_bytes'] / 2**30:.2f} GiB"
+                + (f", {found['graph_replays']} graph replays" if found["graph_replays"] else "")
+                + (f", graph capture failed: {found['graph_failure']}" if found["graph_failure"] else ""),
                 file=sys.stderr,
             )
     rows = [combine(found) for found in runs.values() if found]
@@ -253,8 +269,8 @@ def print_table(rows: list[dict], device: torch.device) -> None:
     default = {(r["model"], r["kernels"]): r["update_s"] for r in rows if r["strategy"] == "default"}
     for r in rows:
         key = (r["model"], r["kernels"])
-        ref = REFERENCE.get((r["device"], r["model"], r["strategy"]))
-        peak_ref = REFERENCE_PEAK_GIB.get((r["device"], r["model"], r["strategy"]))
+        ref = REFERENCE.get((r["device"], r["model"], parse_spec(r["strategy"])[0]))
+        peak_ref = REFERENCE_PEAK_GIB.get((r["device"], r["model"], parse_spec(r["strategy"])[0]))
         ratio = f"{r['update_s'] / ref:.3f}" if ref else ""
         vs_default = f" ({r['update_s'] / default[key]:.1f}× our default)" if key in default else ""
         peak = f"{r['peak_bytes'] / 2**30:.2f} GiB" + (f" (authors' {peak_ref} GiB)" if peak_ref else "")

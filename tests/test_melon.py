@@ -280,3 +280,40 @@ def test_dense_step_equals_autograd_of_the_update_rule(mean):
     assert torch.allclose(got, expected, atol=1e-12)
     for a, b in zip(ref_grads, (p.grad for p in (*net.parameters(), gate_x))):
         assert torch.allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("model_name", ["bpr", "ncf"])
+@pytest.mark.parametrize("name", ["melon", "melon-i", "melon-p"])
+def test_fixed_shape_step_for_cuda_graphs_equals_the_eager_step(model_name, name):
+    # The step a CUDA graph replays (B^last padded to 2|B_t| rows, the full look-ahead, no host synchronisation)
+    # must update the recommender and φ as the eager step does, batch after batch, with the same negatives. On the
+    # CPU the graph wrapper runs the step as it is, so `online_step` here takes the CUDA path without the capture.
+    stream = tiny_stream()
+    runs = []
+    for graphs in (False, True):
+        history = History(stream.users, stream.items, stream.n_users, stream.n_items, cursor=stream.pretrain_end)
+        model = tiny_model(model_name, stream)
+        strategy = build_strategy(name, model, (("cuda_graphs", str(graphs)),), 0)
+        strategy._on_cuda = graphs  # as on a GPU
+        padded_inputs = []
+        step = strategy._graphed.fn
+        strategy._graphed.fn = lambda *inputs, step=step, seen=padded_inputs: seen.append(inputs) or step(*inputs)
+        losses = []
+        for batch in online_batches(stream, history, count=3):
+            losses.append(strategy.online_step(batch, history))
+            history.advance(len(batch))
+        runs.append((model, strategy, losses, padded_inputs))
+    (eager, eager_s, eager_losses, none), (fixed, fixed_s, fixed_losses, inputs) = runs
+    assert not none and len(inputs) == 3  # every batch of the second run took the fixed-shape step
+    for batch_inputs in inputs:
+        assert batch_inputs[3].shape[0] == 2 * 32  # B^last at its fixed size, 2 |B_t|
+        assert 0 < float(batch_inputs[6].sum()) < 2 * 32  # with real rows and padding
+    for a, b in zip(eager_losses, fixed_losses, strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)
+    for (key, a), b in zip(eager.state_dict().items(), fixed.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6), key
+    for (key, a), b in zip(eager_s.phi.state_dict().items(), fixed_s.phi.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6), key
+    fresh = build_strategy(name, tiny_model(model_name, stream), (), 0).phi.state_dict()
+    moved = max(float((eager_s.phi.state_dict()[k] - v).abs().max()) for k, v in fresh.items())
+    assert moved > 1e-5  # three meta steps moved φ: the comparison is not of untouched values

@@ -41,6 +41,7 @@ import torch
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
+from melonbench.cuda_graph import GraphedStep
 from melonbench.errors import MelonbenchError
 from melonbench.preprocess import prep
 from melonbench.seeding import derive_seed, generator
@@ -73,6 +74,7 @@ class MelonConfig:
     chunk: int = 0  # (interaction, dense weight) pairs per chunk, bounds memory; 0 = 2^15 on CPU, 2^20 on GPU
     capture_layout: str = "slots"  # learning-rate capture columns: "slots" or "params" (docs/melon.md)
     capture_dense: int = 4096  # at most this many dense-weight columns in a capture (evenly spaced)
+    cuda_graphs: bool = False  # on CUDA, replay each batch's steps as a CUDA graph (docs/melon.md; off until measured)
 
 
 class Melon(Strategy):
@@ -99,7 +101,12 @@ class Melon(Strategy):
             torch.manual_seed(derive_seed(seed, f"{self.name}-init"))
             init = torch.Generator().manual_seed(derive_seed(seed, f"{self.name}-gates"))
             self.phi = MetaModel(user_dim, item_dim, config, self.mode, init).to(device)
-        self.optimizer = torch.optim.Adam(self.phi.parameters(), lr=config.meta_lr, fused=True)
+        self._on_cuda = device.type == "cuda"
+        # capturable: the step counter lives on the GPU, so that a graph replay advances it (same arithmetic)
+        self.optimizer = torch.optim.Adam(
+            self.phi.parameters(), lr=config.meta_lr, fused=True, capturable=self._on_cuda and config.cuda_graphs
+        )
+        self._graphed = GraphedStep(self._padded_step, enabled=config.cuda_graphs)
         self.generator = generator(seed, f"{self.name}-lookahead-negatives", device)
         # scratch memory for the role network's [pairs, R] activations, reused batch after batch (not state)
         self._row_work, self._dense_work = Workspace(self.phi.gate_bias), Workspace(self.phi.gate_bias)
@@ -110,20 +117,14 @@ class Melon(Strategy):
 
     # ---- the three steps --------------------------------------------------------------------------------------
     def online_step(self, batch: Batch, history: History) -> torch.Tensor:
+        if self._graphs_apply(history):
+            inputs = self._padded_inputs(batch, history)
+            if inputs is not None:
+                return self._graphed(*inputs)
         if history.cursor > 0:
             self._meta_step(batch, history)
-        with torch.no_grad():
-            touched = per_sample(self.model, self.layout, batch.users, batch.items, batch.negatives)
-            h = self._h(history, batch.users, batch.items)
-            valid = torch.ones_like(touched.losses)
-            tables, dense, rates = self._apply(touched, h, valid)
-            for t in self.layout:
-                t.table.weight.copy_(tables[t.name])
-            for name, value in unflatten_dense(self.model, dense).items():
-                self.model.dense_parameters()[name].copy_(value)
-            if self.capture_lr:
-                self.captured_lr = capture(self, touched, h, rates)
-        return touched.losses
+        neighbours = self._neighbours(history, batch.users, batch.items)
+        return self._update(batch.users, batch.items, batch.negatives, neighbours)
 
     def pretrain_step(self, batch: Batch, history: History) -> torch.Tensor:
         return self.online_step(batch, history)
@@ -144,12 +145,7 @@ class Melon(Strategy):
             tables, dense = self._lookahead_rows(touched, h, needed), self._dense(touched, h, touched.losses, valid)
         else:
             tables, dense, _ = self._apply(touched, h, valid)
-        params = {f"{t.name}.weight": tables[t.name] for t in self.layout}
-        params.update(unflatten_dense(self.model, dense))
-        loss = functional_call(self.model, params, (batch.users, batch.items, batch.negatives)).mean()
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
+        self._meta_update(tables, dense, batch.users, batch.items, batch.negatives)
         if self.config.variant == "reference":  # the released code keeps the look-ahead on rows B_t leaves alone
             with torch.no_grad():
                 for t in self.layout:
@@ -157,6 +153,62 @@ class Melon(Strategy):
                     ahead = self._row_mask(t, users, items, negatives)
                     keep = (ahead & ~own).unsqueeze(1)
                     t.table.weight.copy_(torch.where(keep, tables[t.name].detach(), t.table.weight))
+
+    def _meta_update(self, tables: dict, dense: torch.Tensor, users, items, negatives) -> None:
+        """One Adam step of φ on the mean loss of (users, items, negatives) under the looked-ahead parameters."""
+        params = {f"{t.name}.weight": tables[t.name] for t in self.layout}
+        params.update(unflatten_dense(self.model, dense))
+        loss = functional_call(self.model, params, (users, items, negatives)).mean()
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+
+    def _update(self, users, items, negatives, neighbours) -> torch.Tensor:
+        """Step 3: the rates of φ applied to the parameters the interactions touch; returns their losses ℓ_x(θ_t)."""
+        with torch.no_grad():
+            touched = per_sample(self.model, self.layout, users, items, negatives)
+            h = self._encode(users, items, neighbours)
+            valid = torch.ones_like(touched.losses)
+            tables, dense, rates = self._apply(touched, h, valid)
+            for t in self.layout:
+                t.table.weight.copy_(tables[t.name])
+            for name, value in unflatten_dense(self.model, dense).items():
+                self.model.dense_parameters()[name].copy_(value)
+            if self.capture_lr:
+                self.captured_lr = capture(self, touched, h, rates)
+        return touched.losses
+
+    # ---- the same steps at fixed shapes, for CUDA graphs ---------------------------------------------------------
+    def _graphs_apply(self, history: History) -> bool:
+        """Whether this batch goes through :meth:`_padded_step` (replayed as a CUDA graph): ``cuda_graphs`` on a
+        CUDA device, the ``paper`` variant (the reference code's BatchNorm would see the padding), no capture."""
+        return self._graphed.enabled and self._on_cuda and self.selective and history.cursor > 0 and not self.capture_lr
+
+    def _padded_inputs(self, batch: Batch, history: History) -> tuple[torch.Tensor, ...] | None:
+        """The tensors :meth:`_padded_step` reads: B_t, then B^last padded to ``2 |B_t|`` rows (id 0, valid 0),
+        its validity, and the neighbours of both (none for melon-p). ``None`` when B^last is empty (no meta step).
+
+        B^last and its negatives come from the same calls, in the same order, as in the eager step (two host
+        synchronisations, outside the graph), so both paths draw the same negatives."""
+        users, items, negatives = lookahead_batch(history, batch, self.generator)
+        m, size = users.shape[0], 2 * len(batch)
+        if m == 0:
+            return None
+        padded = [torch.cat([t, t.new_zeros(size - m)]) for t in (users, items, negatives)]
+        valid = (torch.arange(size, device=users.device) < m).to(self.phi.gate_bias.dtype)
+        last = self._neighbours(history, padded[0], padded[1]) or ()
+        now = self._neighbours(history, batch.users, batch.items) or ()
+        return (batch.users, batch.items, batch.negatives, *padded, valid, *last, *now)
+
+    def _padded_step(self, users, items, negatives, last_users, last_items, last_negatives, valid, *neighbours):
+        """Meta step and update of one batch at fixed shapes, with no host synchronisation: the full look-ahead
+        on the padded B^last (the padding's steps and forget rates weighted by ``valid = 0``), then the update."""
+        half = len(neighbours) // 2
+        touched = per_sample(self.model, self.layout, last_users, last_items, last_negatives)
+        h = self._encode(last_users, last_items, neighbours[:half] or None)
+        tables, dense, _ = self._apply(touched, h, valid)
+        self._meta_update(tables, dense, users, items, negatives)
+        return self._update(users, items, negatives, neighbours[half:] or None)
 
     @property
     def _compact(self) -> bool:
@@ -196,23 +248,30 @@ class Melon(Strategy):
         return dict(zip([t.name for t in group], side.split([t.dim for t in group], 1)))
 
     # ---- rates and their application --------------------------------------------------------------------------
-    def _h(self, history: History, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor | None:
-        """h_x ``[n, hidden]`` for each interaction (None for melon-p, which has no interaction input)."""
+    def _neighbours(self, history: History, users: torch.Tensor, items: torch.Tensor) -> tuple | None:
+        """The recent neighbours h_x attends to, ``(user_nb, user_mask, item_nb, item_mask)`` ``[n, K]`` each
+        (None for melon-p, which has no interaction input)."""
         if self.phi.encoder is None:
             return None
         k = self.config.neighbours
         user_nb, user_mask = history.user_neighbours(users)
         item_nb, item_mask = history.item_neighbours(items)
+        return user_nb[:, :k], user_mask[:, :k], item_nb[:, :k], item_mask[:, :k]
+
+    def _encode(self, users: torch.Tensor, items: torch.Tensor, neighbours: tuple | None) -> torch.Tensor | None:
+        """h_x ``[n, hidden]`` for each interaction, on the recommender's detached rows (None for melon-p)."""
+        if neighbours is None:
+            return None
+        user_nb, user_mask, item_nb, item_mask = neighbours
         user_rows = torch.cat([t.table.weight.detach() for t in self.layout if t.user], 1)  # [U, dU]
         item_rows = torch.cat([t.table.weight.detach() for t in self.layout if not t.user], 1)  # [I, dI]
         return self.phi.encoder(
-            user_rows[users],
-            item_rows[items],
-            item_rows[user_nb[:, :k]],
-            user_mask[:, :k],
-            user_rows[item_nb[:, :k]],
-            item_mask[:, :k],
+            user_rows[users], item_rows[items], item_rows[user_nb], user_mask, user_rows[item_nb], item_mask
         )
+
+    def _h(self, history: History, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor | None:
+        """h_x of the given interactions from the neighbours before the current batch."""
+        return self._encode(users, items, self._neighbours(history, users, items))
 
     def _logits(self, h: torch.Tensor | None, theta, loss, grads, work: Workspace | None = None) -> torch.Tensor:
         """Gate logits ``[n|1, c, 2]`` for row or dense columns (``theta [n|1, c]``, ``grads [n|1, c]``)."""
@@ -352,7 +411,11 @@ class Melon(Strategy):
 
     def load_meta_state_dict(self, state: dict) -> None:
         self.phi.load_state_dict(state["phi"])
+        capturable = self.optimizer.param_groups[0]["capturable"]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # a state saved without CUDA graphs says capturable=False
+            group["capturable"] = capturable
+        self._graphed.reset()  # the optimiser's state tensors are new ones: graphs must be captured again
 
     def state_dict(self) -> dict:
         return {**self.meta_state_dict(), "generator": self.generator.get_state()}
