@@ -100,6 +100,22 @@ class GraphedStep:
         return True
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, *steps: GraphedStep) -> None:
+    """``optimizer.load_state_dict(state)``, keeping its ``capturable`` setting (a state saved without CUDA graphs
+    says False) and dropping the graphs of ``steps`` (the optimiser's state tensors are new ones)."""
+    capturable = [group.get("capturable", False) for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flag in zip(optimizer.param_groups, capturable, strict=True):
+        group["capturable"] = flag
+    for step in steps:
+        step.reset()
+
+
+def graphed_steps(strategy: object) -> list[GraphedStep]:
+    """The :class:`GraphedStep` attributes of ``strategy`` (for benchmarks: replays, failures)."""
+    return [v for v in vars(strategy).values() if isinstance(v, GraphedStep)]
+
+
 def _on_gpu(t: torch.Tensor) -> bool:
     return t.is_cuda
 

@@ -38,11 +38,12 @@ def test_weights_lie_strictly_between_zero_and_one_over_a_stream():
     assert ((probe > 0) & (probe < 1)).all()
 
 
-def test_lookahead_meta_gradient_reaches_v_and_matches_a_slow_reference():
-    # Reference, independent of create_graph: θ̂ = θ − (α/m) Σ_x V(ℓ_x) ∇ℓ_x, so
+@pytest.mark.parametrize("model_name", ["bpr", "ncf"])  # closed-form per-sample route, second-order route
+def test_lookahead_meta_gradient_reaches_v_and_matches_a_slow_reference(model_name):
+    # Reference, independent of either implementation: θ̂ = θ − (α/m) Σ_x V(ℓ_x) ∇ℓ_x, so
     # ∂L_meta(θ̂)/∂Φ = −(α/m) Σ_x ⟨∇_θ L_meta(θ̂), ∇_θ ℓ_x⟩ ∂V(ℓ_x)/∂Φ, with each ∇ℓ_x from its own backward pass
     # (a Python loop over B_t^last). In float64 the two must agree to rounding.
-    stream, history, model, strat, batches = setup()
+    stream, history, model, strat, batches = setup(model_name)
     model.double()
     strat.vnet.double()
     model0, vnet0 = copy.deepcopy(model), copy.deepcopy(strat.vnet)

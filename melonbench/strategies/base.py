@@ -124,6 +124,21 @@ def lookahead_batch(
     return users, items, negatives
 
 
+def padded_lookahead_batch(history: History, batch: Batch, gen: torch.Generator) -> tuple[torch.Tensor, ...] | None:
+    """B_t^last at a fixed size for CUDA graphs: ``(users, items, negatives, valid)``, ``[2 |B_t|]`` each.
+
+    The same draws as :func:`lookahead_batch` (it is called), then padded with id 0 and ``valid`` 0. (``Float``;
+    1 for B_t^last's interactions, first). ``None`` when B_t^last is empty: a step then has nothing to look ahead on.
+    """
+    users, items, negatives = lookahead_batch(history, batch, gen)
+    m, size = users.shape[0], 2 * len(batch)
+    if m == 0:
+        return None
+    padded = [torch.cat([t, t.new_zeros(size - m)]) for t in (users, items, negatives)]
+    valid = (torch.arange(size, device=users.device) < m).float()
+    return (*padded, valid)
+
+
 def parse_config(config_cls: type, params: tuple[tuple[str, str], ...]) -> Any:
     """Build ``config_cls`` from ``--set key=value`` strings, converting each value to the field's type.
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from melonbench.cuda_graph import GraphedStep, load_optimizer_state
 from melonbench.strategies.base import Strategy, touched_rows
 from melonbench.strategies.lazy_adam import LazyAdam
 
@@ -31,6 +32,7 @@ class DefaultConfig:
     lr: float = 1e-3  # paper, Sec. 5.1
     weight_decay: float = 1e-3  # paper, Sec. 5.1 (reference code: 1e-6)
     sparse: bool = False  # lazy Adam on touched rows only (not the paper's optimiser)
+    cuda_graphs: bool = False  # on CUDA, replay each batch's step as a CUDA graph (docs/melon.md; dense Adam only)
 
 
 class Default(Strategy):
@@ -40,6 +42,7 @@ class Default(Strategy):
 
     def __init__(self, model: Recommender, config: DefaultConfig, seed: int) -> None:
         super().__init__(model, config, seed)
+        graphs = config.cuda_graphs and not config.sparse and next(model.parameters()).device.type == "cuda"
         if config.sparse:
             self.optimizer: torch.optim.Optimizer | LazyAdam = LazyAdam(
                 model.user_tables(),
@@ -49,10 +52,13 @@ class Default(Strategy):
                 weight_decay=config.weight_decay,
             )
         else:
-            # fused: one kernel over every parameter instead of a dozen passes per tensor (same maths)
+            # fused: one kernel over every parameter instead of a dozen passes per tensor (same maths); capturable:
+            # the step counter lives on the GPU, so that a CUDA graph's replay advances it
             self.optimizer = torch.optim.Adam(
-                model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
+                model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True, capturable=graphs
             )
+        # lazy Adam's row selection (`unique`) has a data-dependent size: no CUDA graph for it
+        self._graphed = GraphedStep(self._update, enabled=graphs)
 
     @property
     def selective(self) -> bool:  # type: ignore[override]
@@ -63,17 +69,29 @@ class Default(Strategy):
         return losses.mean()
 
     def online_step(self, batch: Batch, history: History) -> torch.Tensor:
-        losses = self.model.bpr_loss(batch.users, batch.items, batch.negatives)
+        if isinstance(self.optimizer, LazyAdam):
+            losses = self.model.bpr_loss(batch.users, batch.items, batch.negatives)
+            self.optimizer.zero_grad()
+            self.loss_weight(losses).backward()
+            self.optimizer.step(*touched_rows(self.model, batch))
+            return losses.detach()
+        if self.capture_lr:  # subclasses capture in loss_weight: keep that on the host's side of a graph
+            return self._update(batch.users, batch.items, batch.negatives)
+        return self._graphed(batch.users, batch.items, batch.negatives)
+
+    def _update(self, users: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """One Adam step on ``loss_weight`` of the batch's losses (fixed shapes, no host synchronisation)."""
+        losses = self.model.bpr_loss(users, items, negatives)
         self.optimizer.zero_grad()
         self.loss_weight(losses).backward()
-        if isinstance(self.optimizer, LazyAdam):
-            self.optimizer.step(*touched_rows(self.model, batch))
-        else:
-            self.optimizer.step()
+        self.optimizer.step()
         return losses.detach()
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        if isinstance(self.optimizer, LazyAdam):
+            self.optimizer.load_state_dict(state["optimizer"])
+        else:
+            load_optimizer_state(self.optimizer, state["optimizer"], self._graphed)

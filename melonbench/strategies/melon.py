@@ -41,11 +41,11 @@ import torch
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from melonbench.cuda_graph import GraphedStep
+from melonbench.cuda_graph import GraphedStep, load_optimizer_state
 from melonbench.errors import MelonbenchError
 from melonbench.preprocess import prep
 from melonbench.seeding import derive_seed, generator
-from melonbench.strategies.base import Strategy, lookahead_batch
+from melonbench.strategies.base import Strategy, lookahead_batch, padded_lookahead_batch
 from melonbench.strategies.melon_capture import capture
 from melonbench.strategies.melon_grads import TableSlots, Touched, per_sample, table_slots, unflatten_dense
 from melonbench.strategies.melon_parts import DenseStep, MetaModel, Workspace
@@ -101,12 +101,10 @@ class Melon(Strategy):
             torch.manual_seed(derive_seed(seed, f"{self.name}-init"))
             init = torch.Generator().manual_seed(derive_seed(seed, f"{self.name}-gates"))
             self.phi = MetaModel(user_dim, item_dim, config, self.mode, init).to(device)
-        self._on_cuda = device.type == "cuda"
+        graphs = config.cuda_graphs and device.type == "cuda"
         # capturable: the step counter lives on the GPU, so that a graph replay advances it (same arithmetic)
-        self.optimizer = torch.optim.Adam(
-            self.phi.parameters(), lr=config.meta_lr, fused=True, capturable=self._on_cuda and config.cuda_graphs
-        )
-        self._graphed = GraphedStep(self._padded_step, enabled=config.cuda_graphs)
+        self.optimizer = torch.optim.Adam(self.phi.parameters(), lr=config.meta_lr, fused=True, capturable=graphs)
+        self._graphed = GraphedStep(self._padded_step, enabled=graphs)
         self.generator = generator(seed, f"{self.name}-lookahead-negatives", device)
         # scratch memory for the role network's [pairs, R] activations, reused batch after batch (not state)
         self._row_work, self._dense_work = Workspace(self.phi.gate_bias), Workspace(self.phi.gate_bias)
@@ -182,7 +180,7 @@ class Melon(Strategy):
     def _graphs_apply(self, history: History) -> bool:
         """Whether this batch goes through :meth:`_padded_step` (replayed as a CUDA graph): ``cuda_graphs`` on a
         CUDA device, the ``paper`` variant (the reference code's BatchNorm would see the padding), no capture."""
-        return self._graphed.enabled and self._on_cuda and self.selective and history.cursor > 0 and not self.capture_lr
+        return self._graphed.enabled and self.selective and history.cursor > 0 and not self.capture_lr
 
     def _padded_inputs(self, batch: Batch, history: History) -> tuple[torch.Tensor, ...] | None:
         """The tensors :meth:`_padded_step` reads: B_t, then B^last padded to ``2 |B_t|`` rows (id 0, valid 0),
@@ -190,15 +188,12 @@ class Melon(Strategy):
 
         B^last and its negatives come from the same calls, in the same order, as in the eager step (two host
         synchronisations, outside the graph), so both paths draw the same negatives."""
-        users, items, negatives = lookahead_batch(history, batch, self.generator)
-        m, size = users.shape[0], 2 * len(batch)
-        if m == 0:
+        last = padded_lookahead_batch(history, batch, self.generator)
+        if last is None:
             return None
-        padded = [torch.cat([t, t.new_zeros(size - m)]) for t in (users, items, negatives)]
-        valid = (torch.arange(size, device=users.device) < m).to(self.phi.gate_bias.dtype)
-        last = self._neighbours(history, padded[0], padded[1]) or ()
+        last_neighbours = self._neighbours(history, last[0], last[1]) or ()
         now = self._neighbours(history, batch.users, batch.items) or ()
-        return (batch.users, batch.items, batch.negatives, *padded, valid, *last, *now)
+        return (batch.users, batch.items, batch.negatives, *last, *last_neighbours, *now)
 
     def _padded_step(self, users, items, negatives, last_users, last_items, last_negatives, valid, *neighbours):
         """Meta step and update of one batch at fixed shapes, with no host synchronisation: the full look-ahead
@@ -411,11 +406,7 @@ class Melon(Strategy):
 
     def load_meta_state_dict(self, state: dict) -> None:
         self.phi.load_state_dict(state["phi"])
-        capturable = self.optimizer.param_groups[0]["capturable"]
-        self.optimizer.load_state_dict(state["optimizer"])
-        for group in self.optimizer.param_groups:  # a state saved without CUDA graphs says capturable=False
-            group["capturable"] = capturable
-        self._graphed.reset()  # the optimiser's state tensors are new ones: graphs must be captured again
+        load_optimizer_state(self.optimizer, state["optimizer"], self._graphed)
 
     def state_dict(self) -> dict:
         return {**self.meta_state_dict(), "generator": self.generator.get_state()}

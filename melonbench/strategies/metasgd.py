@@ -36,9 +36,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.func import functional_call
 
+from melonbench.cuda_graph import GraphedStep, load_optimizer_state
 from melonbench.errors import MelonbenchError
 from melonbench.seeding import derive_seed, generator
-from melonbench.strategies.base import Strategy, lookahead_batch, touched_rows
+from melonbench.strategies.base import Strategy, lookahead_batch, padded_lookahead_batch, touched_rows
 
 if TYPE_CHECKING:
     from melonbench.history import History
@@ -52,6 +53,7 @@ class MetaSGDConfig:
     alpha_high: float = 0.1  # Li et al. 2017
     meta_lr: float = 1e-3  # Adam on α: Li et al. 2017 meta-train with Adam; Adam's usual 1e-3
     meta_epochs: int = 3  # passes over the pre-training part: as MeLON's default (its Alg. 1: 100), equal budget
+    cuda_graphs: bool = False  # on CUDA, replay each batch's steps as a CUDA graph (docs/melon.md)
 
 
 class MetaSGD(Strategy):
@@ -76,20 +78,29 @@ class MetaSGD(Strategy):
             ).requires_grad_()
             for name, p in model.named_parameters()
         }
+        graphs = config.cuda_graphs and device.type == "cuda"
         # fused: one kernel per step over α's tables instead of a dozen full-table passes (same maths)
-        self.meta_optimizer = torch.optim.Adam(list(self.alpha.values()), lr=config.meta_lr, fused=True)
+        self.meta_optimizer = torch.optim.Adam(
+            list(self.alpha.values()), lr=config.meta_lr, fused=True, capturable=graphs
+        )
         self.generator = generator(seed, "metasgd-lookahead-negatives", device)
+        self._graphed = GraphedStep(self._fixed_step, enabled=graphs)
 
     def meta_step(self, batch: Batch, history: History) -> None:
         """Steps 1–2: the look-ahead θ' on B_t^last, then one projected Adam step of α on ``L(B_t; θ')``."""
         users, items, negatives = lookahead_batch(history, batch, self.generator)
         if users.shape[0] == 0:  # no past yet: θ' = θ would not depend on α
             return
+        self._meta_update(batch.users, batch.items, batch.negatives, users, items, negatives)
+
+    def _meta_update(self, users, items, negatives, last_users, last_items, last_negatives, valid=None) -> None:
+        """θ' = θ − α ⊙ ∇ (mean loss of B_t^last, over ``valid`` rows if given), then Adam on α, projected."""
         params = dict(self.model.named_parameters())
-        last = functional_call(self.model, params, (users, items, negatives)).mean()
+        last = functional_call(self.model, params, (last_users, last_items, last_negatives))
+        last = last.mean() if valid is None else (last * valid).sum() / valid.sum()
         grads = torch.autograd.grad(last, list(params.values()))
         ahead = {k: p.detach() - self.alpha[k] * g for (k, p), g in zip(params.items(), grads, strict=True)}
-        meta_loss = functional_call(self.model, ahead, (batch.users, batch.items, batch.negatives)).mean()
+        meta_loss = functional_call(self.model, ahead, (users, items, negatives)).mean()
         self.meta_optimizer.zero_grad()
         meta_loss.backward()  # θ is detached in θ', so only α receives gradients
         self.meta_optimizer.step()
@@ -98,15 +109,29 @@ class MetaSGD(Strategy):
                 a.clamp_(min=0.0)
 
     def online_step(self, batch: Batch, history: History) -> torch.Tensor:
+        if self._graphed.enabled and not self.capture_lr:
+            last = padded_lookahead_batch(history, batch, self.generator)
+            if last is not None:
+                return self._graphed(batch.users, batch.items, batch.negatives, *last)
         self.meta_step(batch, history)
+        losses = self._update(batch.users, batch.items, batch.negatives)
+        if self.capture_lr:
+            self.captured_lr = self._rate_matrix(batch)
+        return losses
+
+    def _fixed_step(self, users, items, negatives, *last) -> torch.Tensor:
+        """Steps 1–3 at fixed shapes for a CUDA graph (B_t^last padded, ``valid`` 0 on the padding)."""
+        self._meta_update(users, items, negatives, *last)
+        return self._update(users, items, negatives)
+
+    def _update(self, users: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """Step 3: θ ← θ − α ⊙ ∇ (mean loss of the batch); returns the losses before it."""
         params = dict(self.model.named_parameters())
-        losses = self.model.bpr_loss(batch.users, batch.items, batch.negatives)  # [B]
+        losses = self.model.bpr_loss(users, items, negatives)  # [B]
         grads = torch.autograd.grad(losses.mean(), list(params.values()))
         with torch.no_grad():
             for (k, p), g in zip(params.items(), grads, strict=True):
                 p.sub_(self.alpha[k] * g)
-        if self.capture_lr:
-            self.captured_lr = self._rate_matrix(batch)
         return losses.detach()
 
     def _rate_matrix(self, batch: Batch) -> torch.Tensor:
@@ -133,7 +158,7 @@ class MetaSGD(Strategy):
         with torch.no_grad():
             for k, a in self.alpha.items():
                 a.copy_(state["alpha"][k])
-        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+        load_optimizer_state(self.meta_optimizer, state["meta_optimizer"], self._graphed)
 
     def state_dict(self) -> dict[str, Any]:
         return {**self.meta_state_dict(), "generator": self.generator.get_state()}

@@ -34,8 +34,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from melonbench.cuda_graph import GraphedStep, load_optimizer_state
 from melonbench.seeding import derive_seed, generator
-from melonbench.strategies.base import lookahead_batch
+from melonbench.strategies.base import lookahead_batch, padded_lookahead_batch
 from melonbench.strategies.default import Default, DefaultConfig
 
 if TYPE_CHECKING:
@@ -50,15 +51,6 @@ def slot_columns(model: Recommender) -> int:
     item = sum(t.weight.shape[1] for t in model.item_tables().values())
     dense = sum(p.numel() for p in model.dense_parameters().values())
     return user + 2 * item + dense
-
-
-def _renumber(rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Each id's position in ``rows`` (sorted, unique, holding every id).
-
-    ``contiguous``: a batch's negatives can be a column of the candidate matrix (the paper protocol), and
-    ``searchsorted`` warns on a strided input.
-    """
-    return torch.searchsorted(rows, ids.contiguous())
 
 
 class WeightNet(nn.Module):
@@ -93,10 +85,17 @@ class MWNet(Default):
         with torch.random.fork_rng(devices=[]):  # V's initialisation depends on the seed only
             torch.manual_seed(derive_seed(seed, "mwnet-init"))
             self.vnet = WeightNet(config.hidden).to(device)
+        graphs = self._graphed.enabled  # Default's: cuda_graphs on a CUDA device, dense Adam
         self.meta_optimizer = torch.optim.Adam(
-            self.vnet.parameters(), lr=config.meta_lr, weight_decay=config.meta_weight_decay, fused=True
+            self.vnet.parameters(),
+            lr=config.meta_lr,
+            weight_decay=config.meta_weight_decay,
+            fused=True,
+            capturable=graphs,
         )
         self.generator = generator(seed, "mwnet-lookahead-negatives", device)
+        self._meta_graphed = GraphedStep(self._fixed_step, enabled=graphs)
+        self._rows = {f"{k}.weight" for k in (*model.user_tables(), *model.item_tables())}
 
     def weights(self, losses: torch.Tensor) -> torch.Tensor:
         """``v_x = V(ℓ_x)``: ``Float[B]`` → ``Float[B]`` in (0, 1), differentiable in V (callers pass detached ℓ)."""
@@ -108,20 +107,27 @@ class MWNet(Default):
         if users.shape[0] == 0:  # no past yet: θ̂ = θ would not depend on V
             return
         # θ̂ differs from θ only on the rows B_t^last reads, and the meta loss reads only B_t's rows: the look-ahead
-        # runs on the tables' rows that either reads (ids renumbered into them), not on whole tables. The same
-        # meta-gradient, without the full-table passes of a look-ahead on every row.
-        rows_u = torch.unique(torch.cat([users, batch.users]))
-        rows_i = torch.unique(torch.cat([items, negatives, batch.items, batch.negatives]))
+        # runs on the tables' rows that either reads (ids renumbered into them by `unique`'s inverse), not on whole
+        # tables. The same meta-gradient, without the full-table passes of a look-ahead on every row.
+        m, n = users.shape[0], batch.users.shape[0]
+        rows_u, ids_u = torch.unique(torch.cat([users, batch.users]), return_inverse=True)
+        rows_i, ids_i = torch.unique(torch.cat([items, negatives, batch.items, batch.negatives]), return_inverse=True)
+        last_u, now_u = ids_u.split([m, n])
+        last_i, last_j, now_i, now_j = ids_i.split([m, m, n, n])
         params = dict(self.model.named_parameters())
         for tables, rows in ((self.model.user_tables(), rows_u), (self.model.item_tables(), rows_i)):
             for k, table in tables.items():
                 params[f"{k}.weight"] = table.weight.detach().index_select(0, rows).requires_grad_()
-        last_ids = (_renumber(rows_u, users), _renumber(rows_i, items), _renumber(rows_i, negatives))
+        self._meta_update(params, (last_u, last_i, last_j), (now_u, now_i, now_j))
+
+    def _meta_update(self, params: dict, last_ids: tuple, now_ids: tuple, valid=None) -> None:
+        """θ̂ = θ − α ∇ mean_x(v_x ℓ_x) on ``last_ids`` (over ``valid`` rows if given), kept differentiable in V,
+        then one Adam step of V on the mean loss of ``now_ids`` under θ̂. ``params``: the tensors θ̂ starts from."""
         last = functional_call(self.model, params, last_ids)  # [M]
-        inner = (self.weights(last.detach()) * last).mean()  # Shu et al. Eq. 4: the weight multiplies ∇ℓ_x
+        weighted = self.weights(last.detach()) * last  # Shu et al. Eq. 4: the weight multiplies ∇ℓ_x
+        inner = weighted.mean() if valid is None else (weighted * valid).sum() / valid.sum()
         grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
         ahead = {k: p - self.config.lr * g for (k, p), g in zip(params.items(), grads, strict=True)}
-        now_ids = (_renumber(rows_u, batch.users), _renumber(rows_i, batch.items), _renumber(rows_i, batch.negatives))
         meta_loss = functional_call(self.model, ahead, now_ids).mean()
         self.meta_optimizer.zero_grad()
         meta_loss.backward(inputs=list(self.vnet.parameters()))
@@ -136,7 +142,18 @@ class MWNet(Default):
             self.captured_lr = (self.config.lr * v / n).unsqueeze(1).expand(n, slot_columns(self.model))
         return (v * losses).mean()
 
+    def _fixed_step(self, users, items, negatives, last_users, last_items, last_negatives, valid) -> torch.Tensor:
+        """Steps 1–3 at fixed shapes for a CUDA graph: the look-ahead on B_t^last padded to ``2 |B_t|`` rows
+        (``valid`` 0 on the padding) over whole tables, the meta step, then the update."""
+        params = {k: p.detach().requires_grad_() if k in self._rows else p for k, p in self.model.named_parameters()}
+        self._meta_update(params, (last_users, last_items, last_negatives), (users, items, negatives), valid)
+        return self._update(users, items, negatives)
+
     def online_step(self, batch: Batch, history: History) -> torch.Tensor:
+        if self._meta_graphed.enabled and not self.capture_lr:
+            last = padded_lookahead_batch(history, batch, self.generator)
+            if last is not None:
+                return self._meta_graphed(batch.users, batch.items, batch.negatives, *last)
         self.meta_step(batch, history)
         return super().online_step(batch, history)
 
@@ -149,7 +166,7 @@ class MWNet(Default):
     def load_meta_state_dict(self, state: dict[str, Any]) -> None:
         state = copy.deepcopy(state)  # the optimiser would otherwise keep (and later mutate) the caller's tensors
         self.vnet.load_state_dict(state["vnet"])
-        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+        load_optimizer_state(self.meta_optimizer, state["meta_optimizer"], self._meta_graphed)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), **self.meta_state_dict(), "generator": self.generator.get_state()}

@@ -1,0 +1,80 @@
+"""The fixed-shape steps that CUDA graphs replay compute what the eager steps compute.
+
+With ``cuda_graphs`` on a GPU, Default (and eALS), MWNet, MetaSGD and MeLON run each batch through a step of fixed
+shapes (B_t^last padded to 2 |B_t| rows, weighted 0 on the padding) with no host synchronisation, captured once
+and replayed (``melonbench.cuda_graph``). On the CPU the graph wrapper runs that step as it is, so switching it on
+here takes the GPU's code path without the capture: the recommender, the meta-model and the losses must then
+follow the eager path's, batch after batch, with the same negatives.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import online_batches, tiny_model, tiny_stream
+
+from melonbench.cuda_graph import graphed_steps
+from melonbench.history import History
+from melonbench.strategies import build_strategy
+
+# (strategy, its meta-model's tensors or None); SML and S²Meta select rows with `unique` and have no such step yet
+CASES = ["default", "eals", "mwnet", "metasgd", "melon", "melon-i", "melon-p"]
+
+
+def meta_tensors(strategy) -> dict[str, torch.Tensor]:
+    if hasattr(strategy, "phi"):
+        return dict(strategy.phi.state_dict())
+    if hasattr(strategy, "vnet"):
+        return dict(strategy.vnet.state_dict())
+    if hasattr(strategy, "alpha"):
+        return {k: a.detach() for k, a in strategy.alpha.items()}
+    return {}
+
+
+@pytest.mark.parametrize("model_name", ["bpr", "ncf"])
+@pytest.mark.parametrize("name", CASES)
+def test_fixed_shape_step_equals_the_eager_step(model_name, name):
+    stream = tiny_stream()
+    runs = []
+    for graphs in (False, True):
+        history = History(stream.users, stream.items, stream.n_users, stream.n_items, cursor=stream.pretrain_end)
+        model = tiny_model(model_name, stream)
+        strategy = build_strategy(name, model, (("cuda_graphs", str(graphs)),), 0)
+        calls = []
+        for step in graphed_steps(strategy):
+            assert not step.enabled  # on the CPU: off whatever the setting
+            if graphs:  # as on a GPU, and each call of the fixed-shape step recorded
+                step.enabled = True
+                step.fn = lambda *inputs, fn=step.fn, seen=calls: seen.append(inputs) or fn(*inputs)
+        losses = []
+        for batch in online_batches(stream, history, count=3):
+            losses.append(strategy.online_step(batch, history))
+            history.advance(len(batch))
+        runs.append((model, strategy, losses, calls))
+    (eager, eager_s, eager_losses, _), (fixed, fixed_s, fixed_losses, calls) = runs
+    assert len(calls) == 3  # every batch of the second run took one fixed-shape step
+    if name not in ("default", "eals"):
+        for inputs in calls:
+            assert inputs[3].shape[0] == 2 * 32  # B^last at its fixed size, 2 |B_t|
+            assert 0 < float(inputs[6].sum()) < 2 * 32  # with real rows and padding
+    for a, b in zip(eager_losses, fixed_losses, strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)
+    for (key, a), b in zip(eager.state_dict().items(), fixed.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6), key
+    meta = meta_tensors(eager_s)
+    for key, a in meta.items():
+        assert torch.allclose(a, meta_tensors(fixed_s)[key], rtol=0, atol=1e-6), key
+    if meta:  # three meta steps moved the meta-model: the comparison is not of untouched values
+        fresh = meta_tensors(build_strategy(name, tiny_model(model_name, stream), (), 0))
+        assert max(float((meta[k] - v).abs().max()) for k, v in fresh.items()) > 1e-5
+
+
+def test_lazy_adam_and_the_reference_variant_keep_the_eager_step():
+    stream = tiny_stream()
+    model = tiny_model("bpr", stream)
+    on = (("cuda_graphs", "true"),)
+    assert not build_strategy("default", model, (*on, ("sparse", "true")), 0)._graphed.enabled
+    melon = build_strategy("melon", model, (*on, ("variant", "reference")), 0)
+    history = History(stream.users, stream.items, stream.n_users, stream.n_items, cursor=stream.pretrain_end)
+    melon._graphed.enabled = True  # as on a GPU: still the eager step, since BatchNorm would see the padding
+    assert not melon._graphs_apply(history)
