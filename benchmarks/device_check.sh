@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU check for a session that is lent a device (issues 4 and 5). Sections, chosen by $SECTIONS
 # (default "graphs strategies", about 8 minutes on an H200 by our estimate; "all" for every one, about 12):
-#   graphs      Default, MWNet, MetaSGD and MeLON replayed as CUDA graphs (`--set cuda_graphs=true`, never run on
+#   graphs      Default, MWNet, MetaSGD, S²Meta and MeLON replayed as CUDA graphs (`--set cuda_graphs=true`, never run on
 #               a GPU before): does the capture work, does it compute what the CPU computes (cuda_parity.py,
 #               8 batches), and how fast is it beside the eager step (strategy_speed.py);
 #   strategies  every strategy's seconds per batch and peak memory on CUDA, at the Grocery size;
@@ -44,15 +44,15 @@ fi
     python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, torch.cuda.is_available())"
 } 2>&1 | tee "$out/device.txt"
 
-# graphs: Default, MWNet, MetaSGD and MeLON as CUDA graphs (`@cuda_graphs=true`), against the CPU over 8 batches:
+# graphs: Default, MWNet, MetaSGD, S²Meta and MeLON as CUDA graphs (`@cuda_graphs=true`), against the CPU over 8 batches:
 #    2 eager warm-up batches, a capture whose replay does batch 3, replays after that, so the "graph replays"
 #    column must say 6 (or it names why capture failed). Then each one's speed beside its eager step, interleaved.
 if want graphs; then
-    graphed=default@cuda_graphs=true,mwnet@cuda_graphs=true,metasgd@cuda_graphs=true,melon@cuda_graphs=true
+    graphed=default@cuda_graphs=true,mwnet@cuda_graphs=true,metasgd@cuda_graphs=true,s2meta@cuda_graphs=true,melon@cuda_graphs=true
     timeout 200 python3 benchmarks/cuda_parity.py --device "$device" --steps 8 --models bpr,ncf \
         --strategies "$graphed" 2>&1 | tee "$out/graphs_parity_$device.txt"
     timeout 200 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" \
-        --strategies "default,mwnet,metasgd,melon,$graphed" 2>&1 | tee "$out/graphs_speed_$device.txt"
+        --strategies "default,mwnet,metasgd,s2meta,melon,$graphed" 2>&1 | tee "$out/graphs_speed_$device.txt"
 fi
 
 # strategies: every strategy on both models (SML on BPR only), with the deterministic kernels that runs use, 20 timed

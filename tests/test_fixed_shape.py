@@ -18,7 +18,7 @@ from melonbench.history import History
 from melonbench.strategies import build_strategy
 
 # (strategy, its meta-model's tensors or None); SML and S²Meta select rows with `unique` and have no such step yet
-CASES = ["default", "eals", "mwnet", "metasgd", "melon", "melon-i", "melon-p"]
+CASES = ["default", "eals", "mwnet", "metasgd", "s2meta", "melon", "melon-i", "melon-p"]
 
 
 def meta_tensors(strategy) -> dict[str, torch.Tensor]:
@@ -28,6 +28,14 @@ def meta_tensors(strategy) -> dict[str, torch.Tensor]:
         return dict(strategy.vnet.state_dict())
     if hasattr(strategy, "alpha"):
         return {k: a.detach() for k, a in strategy.alpha.items()}
+    if hasattr(strategy, "lstms"):  # S²Meta: the MetaLSTMs, and each touched coordinate's (h, c) in row order
+        out = dict(strategy.lstms.state_dict())
+        for name, state in strategy.states.items():
+            saved = state.state_dict()
+            rows = (saved["slot"] >= 0).nonzero().squeeze(1)
+            out[f"{name}.rows"] = rows.float()
+            out[f"{name}.h"], out[f"{name}.c"] = saved["h"][saved["slot"][rows]], saved["c"][saved["slot"][rows]]
+        return out
     return {}
 
 
@@ -63,10 +71,11 @@ def test_fixed_shape_step_equals_the_eager_step(model_name, name):
         assert torch.allclose(a, b, rtol=0, atol=1e-6), key
     meta = meta_tensors(eager_s)
     for key, a in meta.items():
+        assert a.shape == meta_tensors(fixed_s)[key].shape, key
         assert torch.allclose(a, meta_tensors(fixed_s)[key], rtol=0, atol=1e-6), key
     if meta:  # three meta steps moved the meta-model: the comparison is not of untouched values
         fresh = meta_tensors(build_strategy(name, tiny_model(model_name, stream), (), 0))
-        assert max(float((meta[k] - v).abs().max()) for k, v in fresh.items()) > 1e-5
+        assert max(float((meta[k] - v).abs().max()) for k, v in fresh.items() if v.shape == meta[k].shape) > 1e-5
 
 
 def test_lazy_adam_and_the_reference_variant_keep_the_eager_step():

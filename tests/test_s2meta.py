@@ -182,3 +182,37 @@ def test_lstm_chunks_split_on_a_cpu_only():
     assert [c.shape[0] for c in s2meta._chunks(cpu)] == [s2meta.CHUNK, s2meta.CHUNK, 1]
     assert [c.shape[0] for c in s2meta._chunks(other)] == [2 * s2meta.CHUNK + 1]
     assert len(s2meta._chunks(torch.zeros(0, 3))) == 1
+
+
+def test_sorted_rows_keeps_repeats_at_fixed_length_and_flags_first_valid_occurrences():
+    # ids 3, 1, 3, 0 (padding), 1: sorted [1, 1, 3, 3] then the padding's 0 last (a real 0 would sort first)
+    rows, first, keep = s2meta._sorted_rows(torch.tensor([3, 1, 3, 0, 1]), torch.tensor([1.0, 1, 1, 0, 1]))
+    assert rows.tolist() == [1, 1, 3, 3, 0]
+    assert first.tolist() == [0, 0, 2, 2, 4]
+    assert keep.tolist() == [True, False, True, False, False]
+    rows, first, keep = s2meta._sorted_rows(torch.tensor([2, 0, 2]))
+    assert rows.tolist() == [0, 2, 2] and first.tolist() == [0, 1, 1] and keep.tolist() == [True, True, False]
+
+
+def test_dense_and_lazy_states_read_alike_and_load_each_others_state():
+    from melonbench.strategies.lazy_state import DenseState, LazyState
+
+    g = torch.Generator().manual_seed(0)
+    h0, c0 = torch.randn(4, generator=g), torch.randn(4, generator=g)
+    lazy, dense = LazyState(6, 2, 4, torch.device("cpu")), DenseState(6, 2, 4, torch.device("cpu"))
+    for rows in ([4, 1], [1, 5]):  # row 1 twice: its state is overwritten
+        rows = torch.tensor(rows)
+        h, c = torch.randn(4, 4, generator=g), torch.randn(4, 4, generator=g)  # [rows × width, hidden]
+        lazy.write(rows, h, c)
+        dense.write(rows, h, c)
+    every = torch.arange(6)
+    for a, b in zip(lazy.read(every, h0, c0), dense.read(every, h0, c0), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(lazy.fresh(every), dense.fresh(every))
+    assert lazy.fresh(every).view(6, 2)[:, 0].tolist() == [1, 0, 1, 1, 0, 0]  # rows 1, 4, 5 have state
+    other_lazy, other_dense = LazyState(6, 2, 4, torch.device("cpu")), DenseState(6, 2, 4, torch.device("cpu"))
+    other_lazy.load_state_dict(dense.state_dict())
+    other_dense.load_state_dict(lazy.state_dict())
+    for a, b in zip(other_lazy.read(every, h0, c0), other_dense.read(every, h0, c0), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(other_dense.read(every, h0, c0)[0], lazy.read(every, h0, c0)[0])

@@ -62,3 +62,51 @@ class LazyState:
         self.slot = state["slot"].clone().to(self.slot.device)
         self.h, self.c = state["h"].clone().to(self.slot.device), state["c"].clone().to(self.slot.device)
         self.count = self.h.shape[0]
+
+
+class DenseState:
+    """:class:`LazyState`'s interface with buffers for every row from the start: fixed shapes and no host
+    synchronisation, for CUDA graphs (memory: ``2 · rows · width · hidden`` floats, whatever the stream touches).
+
+    ``state_dict`` is :class:`LazyState`'s format (slots given in row order), so the two load each other's states.
+    """
+
+    def __init__(self, n_rows: int, width: int, hidden: int, device: torch.device) -> None:
+        self.width, self.hidden = width, hidden
+        self.h = torch.zeros(n_rows, width, hidden, device=device)
+        self.c = torch.zeros(n_rows, width, hidden, device=device)
+        self.seen = torch.zeros(n_rows, dtype=torch.bool, device=device)
+
+    def read(self, rows: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """State of ``rows`` as two ``Float[R * width, H]``; untouched rows get ``(h0, c0)``."""
+        shape = (rows.shape[0] * self.width, self.hidden)
+        seen = self.seen[rows].view(-1, 1, 1)
+        return torch.where(seen, self.h[rows], h0).reshape(shape), torch.where(seen, self.c[rows], c0).reshape(shape)
+
+    @torch.no_grad()
+    def write(self, rows: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> None:
+        """Store the new state of ``rows`` (a repeated row must come with the same values each time)."""
+        self.h.index_copy_(0, rows, h.reshape(-1, self.width, self.hidden))
+        self.c.index_copy_(0, rows, c.reshape(-1, self.width, self.hidden))
+        self.seen.index_fill_(0, rows, True)
+
+    def fresh(self, rows: torch.Tensor) -> torch.Tensor:
+        """``Float[R * width]``: 1 for each coordinate of ``rows`` that has no state yet (it reads ``(h0, c0)``)."""
+        return (~self.seen[rows]).to(self.h.dtype).repeat_interleave(self.width)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        rows = self.seen.nonzero().squeeze(1)
+        slot = torch.full(self.seen.shape, -1, dtype=torch.long, device=self.seen.device)
+        slot[rows] = torch.arange(rows.shape[0], device=rows.device)
+        return {"slot": slot, "h": self.h[rows].clone(), "c": self.c[rows].clone()}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """In place (a captured graph keeps reading these buffers)."""
+        slot = state["slot"].to(self.seen.device)
+        rows = (slot >= 0).nonzero().squeeze(1)
+        self.h.zero_()
+        self.c.zero_()
+        self.h[rows] = state["h"].to(self.h.device)[slot[rows]]
+        self.c[rows] = state["c"].to(self.c.device)[slot[rows]]
+        self.seen.copy_(slot >= 0)

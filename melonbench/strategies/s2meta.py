@@ -51,10 +51,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from melonbench.cuda_graph import GraphedStep, load_optimizer_state
 from melonbench.preprocess import prep
 from melonbench.seeding import derive_seed, generator
-from melonbench.strategies.base import Strategy, lookahead_batch, touched_rows
-from melonbench.strategies.lazy_state import LazyState
+from melonbench.strategies.base import Strategy, lookahead_batch, padded_lookahead_batch, touched_rows
+from melonbench.strategies.lazy_state import DenseState, LazyState
 from melonbench.strategies.s2meta_cell import MetaLSTMCell
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ class S2MetaConfig:
     meta_weight_decay: float = 1e-6  # meta-optimiser weight decay (docs/strategies.md)
     meta_clip: float = 0.25  # meta-gradient value clip (docs/strategies.md)
     meta_epochs: int = 3  # passes over the pre-training part to pre-train the MetaLSTMs (as MeLON, MWNet, MetaSGD)
+    cuda_graphs: bool = False  # on CUDA, replay each batch's steps as a CUDA graph (docs/baselines.md)
 
 
 CHUNK = 4096
@@ -157,6 +159,24 @@ class MetaLSTM(nn.Module):
         return torch.cat(lr), torch.cat(forget), (torch.cat(h), torch.cat(c)) if keep_state else None
 
 
+def _sorted_rows(ids: torch.Tensor, valid: torch.Tensor | None = None):
+    """``ids`` sorted, with repeats, as a fixed-length row list: ``(rows, first, keep)``, ``Long[n]`` ×2, ``Bool[n]``.
+
+    ``first[k]``: the position of the first occurrence of ``rows[k]``; ``keep[k]``: ``rows[k]`` is a first occurrence
+    and comes from a ``valid`` entry (the padding sorts last). Fixed shapes, no host synchronisation.
+    """
+    n = ids.shape[0]
+    key = ids if valid is None else torch.where(valid > 0, ids, ids.max() + 1 + ids)  # padding after every real id
+    key, order = torch.sort(key)
+    rows = ids[order]
+    new = torch.ones(n, dtype=torch.bool, device=ids.device)
+    new[1:] = key[1:] != key[:-1]
+    position = torch.arange(n, device=ids.device)
+    first = torch.cummax(torch.where(new, position, 0), 0).values
+    keep = new if valid is None else new & (valid[order] > 0)
+    return rows, first, keep
+
+
 @dataclasses.dataclass(frozen=True)
 class _Target:
     """One recommender parameter S²Meta updates: its ``named_parameters`` name, its kind, its ``[rows, width]`` view."""
@@ -192,14 +212,21 @@ class S2Meta(Strategy):
                     for t in self.targets
                 }
             ).to(device)
+        # a graph needs the states' buffers allocated up front (LazyState grows them, after host synchronisations)
+        State = DenseState if config.cuda_graphs else LazyState
         self.states = {
-            t.name: LazyState(t.rows_view().shape[0], t.rows_view().shape[1], config.hidden, device)
-            for t in self.targets
+            t.name: State(t.rows_view().shape[0], t.rows_view().shape[1], config.hidden, device) for t in self.targets
         }
+        graphs = config.cuda_graphs and device.type == "cuda"
         self.meta_optimizer = torch.optim.Adam(
-            self.lstms.parameters(), lr=config.meta_lr, weight_decay=config.meta_weight_decay, fused=True
+            self.lstms.parameters(),
+            lr=config.meta_lr,
+            weight_decay=config.meta_weight_decay,
+            fused=True,
+            capturable=graphs,
         )
         self.generator = generator(seed, "s2meta-last-negatives", device)
+        self._graphed = GraphedStep(self._fixed_step, enabled=graphs)
 
     def _rows(self, target: _Target, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         if target.kind == "dense":
@@ -251,6 +278,10 @@ class S2Meta(Strategy):
         self.meta_optimizer.step()
 
     def online_step(self, batch: Batch, history: History) -> torch.Tensor:
+        if self._graphed.enabled and not self.capture_lr:
+            last = padded_lookahead_batch(history, batch, self.generator)
+            if last is not None:
+                return self._graphed(batch.users, batch.items, batch.negatives, *last)
         self._look_ahead_and_meta_step(batch, history)
         losses = self.model(batch.users, batch.items, batch.negatives)  # [B]
         loss = losses.mean()
@@ -265,6 +296,43 @@ class S2Meta(Strategy):
         return losses.detach()
 
     pretrain_step = online_step
+
+    def _fixed_step(self, users, items, negatives, last_users, last_items, last_negatives, valid) -> torch.Tensor:
+        """The three steps at fixed shapes for a CUDA graph: B_t^last padded (``valid`` 0 on the padding), and every
+        row list kept at its length with repeats (sorted; a repeat takes its first occurrence's values, and counts
+        once in the look-ahead) instead of made unique."""
+        # every row of B_t^last (the eager step leaves out those B_t does not read: they cannot change the meta loss)
+        loss = (self.model(last_users, last_items, last_negatives) * valid).sum() / valid.sum()
+        rows_u, _, keep_u = _sorted_rows(last_users, valid)
+        rows_i, _, keep_i = _sorted_rows(torch.cat([last_items, last_negatives]), valid.repeat(2))
+        keep = {"user": keep_u, "item": keep_i}
+        substituted = {}
+        for target, rows, new_rows, _, _ in self._propose(loss, rows_u, rows_i, keep_state=False):
+            view = target.rows_view().detach()
+            # θ̂ = θ + (new − θ) on the kept rows: an addition, so that a repeated or unused row adds exact zeros
+            delta = (new_rows - view[rows]) * keep[target.kind][:, None] if target.kind in keep else new_rows - view
+            substituted[target.name] = view.index_add(0, rows, delta).view_as(target.weight)
+        meta_loss = torch.func.functional_call(self.model, substituted, (users, items, negatives))
+        self.meta_optimizer.zero_grad(set_to_none=True)
+        meta_loss.mean().backward()
+        nn.utils.clip_grad_value_(self.lstms.parameters(), self.config.meta_clip, foreach=True)
+        self.meta_optimizer.step()
+
+        losses = self.model(users, items, negatives)  # [B]
+        loss = losses.mean()
+        rows_u, lead_u, _ = _sorted_rows(users)
+        rows_i, lead_i, _ = _sorted_rows(torch.cat([items, negatives]))
+        lead = {"user": lead_u, "item": lead_i}
+        with torch.no_grad():
+            for target, rows, new_rows, _, (h, c) in self._propose(loss, rows_u, rows_i):
+                first = lead.get(target.kind)  # a repeated row writes its first occurrence's bits every time
+                if first is not None:
+                    width = new_rows.shape[1]
+                    new_rows = new_rows[first]
+                    h, c = (t.view(-1, width, t.shape[1])[first] for t in (h, c))
+                target.rows_view().index_copy_(0, rows, new_rows)
+                self.states[target.name].write(rows, h, c)
+        return losses.detach()
 
     def _lr_matrix(self, batch: Batch, proposals: list, rows_u: torch.Tensor, rows_i: torch.Tensor) -> torch.Tensor:
         """``Float[B, P]``: the weight ``lr / B`` of each interaction's gradient at each position it touches."""
@@ -285,7 +353,7 @@ class S2Meta(Strategy):
 
     def load_meta_state_dict(self, state: dict[str, Any]) -> None:
         self.lstms.load_state_dict(state["lstms"])
-        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+        load_optimizer_state(self.meta_optimizer, state["meta_optimizer"], self._graphed)
 
     def state_dict(self) -> dict[str, Any]:
         return {
