@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU check for a session that is lent a device (issues 4 and 5). Sections, chosen by $SECTIONS
-# (default "graphs strategies", about 8 minutes on an H200 by our estimate; "all" for every one, about 12):
-#   graphs      Default, MWNet, MetaSGD, S²Meta and MeLON replayed as CUDA graphs (`--set cuda_graphs=true`, never run on
+# (default "graphs", at most 9 minutes; "all" for every one, about 15):
+#   graphs      every strategy (eALS is Default's step) replayed as a CUDA graph (`--set cuda_graphs=true`, never run on
 #               a GPU before): does the capture work, does it compute what the CPU computes (cuda_parity.py,
 #               8 batches), and how fast is it beside the eager step (strategy_speed.py);
 #   strategies  every strategy's seconds per batch and peak memory on CUDA, at the Grocery size;
@@ -27,7 +27,7 @@
 set -uo pipefail
 
 device="${DEVICE:-cuda}"
-sections="${SECTIONS:-graphs strategies}"
+sections="${SECTIONS:-graphs}"
 [ "$sections" = all ] && sections="graphs strategies kernels replay end_to_end parity"
 want() { [[ " $sections " == *" $1 "* ]]; }
 batches="${BATCHES:-20}"
@@ -44,15 +44,17 @@ fi
     python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, torch.cuda.is_available())"
 } 2>&1 | tee "$out/device.txt"
 
-# graphs: Default, MWNet, MetaSGD, S²Meta and MeLON as CUDA graphs (`@cuda_graphs=true`), against the CPU over 8 batches:
+# graphs: every strategy but eALS (Default's step) as a CUDA graph (`@cuda_graphs=true`), against the CPU over 8 batches:
 #    2 eager warm-up batches, a capture whose replay does batch 3, replays after that, so the "graph replays"
-#    column must say 6 (or it names why capture failed). Then each one's speed beside its eager step, interleaved.
+#    column must say 6 (or it names why capture failed). Then each one's speed beside its eager step (which also
+#    gives every strategy's current eager figure on the GPU).
 if want graphs; then
-    graphed=default@cuda_graphs=true,mwnet@cuda_graphs=true,metasgd@cuda_graphs=true,s2meta@cuda_graphs=true,melon@cuda_graphs=true
-    timeout 200 python3 benchmarks/cuda_parity.py --device "$device" --steps 8 --models bpr,ncf \
+    graphed=default@cuda_graphs=true,mwnet@cuda_graphs=true,metasgd@cuda_graphs=true,s2meta@cuda_graphs=true
+    graphed=$graphed,sml@cuda_graphs=true,melon@cuda_graphs=true
+    timeout 270 python3 benchmarks/cuda_parity.py --device "$device" --steps 8 --models bpr,ncf \
         --strategies "$graphed" 2>&1 | tee "$out/graphs_parity_$device.txt"
-    timeout 200 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" \
-        --strategies "default,mwnet,metasgd,s2meta,melon,$graphed" 2>&1 | tee "$out/graphs_speed_$device.txt"
+    timeout 270 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" \
+        --strategies "default,mwnet,metasgd,s2meta,sml,melon,$graphed" 2>&1 | tee "$out/graphs_speed_$device.txt"
 fi
 
 # strategies: every strategy on both models (SML on BPR only), with the deterministic kernels that runs use, 20 timed

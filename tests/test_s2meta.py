@@ -11,6 +11,7 @@ from tiny import online_batches, tiny_model, tiny_stream
 
 from melonbench.history import History
 from melonbench.strategies import build_strategy, s2meta
+from melonbench.strategies.base import sorted_rows
 from melonbench.strategies.lazy_state import LazyState
 from melonbench.strategies.s2meta import MetaLSTM
 
@@ -186,11 +187,11 @@ def test_lstm_chunks_split_on_a_cpu_only():
 
 def test_sorted_rows_keeps_repeats_at_fixed_length_and_flags_first_valid_occurrences():
     # ids 3, 1, 3, 0 (padding), 1: sorted [1, 1, 3, 3] then the padding's 0 last (a real 0 would sort first)
-    rows, first, keep = s2meta._sorted_rows(torch.tensor([3, 1, 3, 0, 1]), torch.tensor([1.0, 1, 1, 0, 1]))
+    rows, first, keep = sorted_rows(torch.tensor([3, 1, 3, 0, 1]), torch.tensor([1.0, 1, 1, 0, 1]))
     assert rows.tolist() == [1, 1, 3, 3, 0]
     assert first.tolist() == [0, 0, 2, 2, 4]
     assert keep.tolist() == [True, False, True, False, False]
-    rows, first, keep = s2meta._sorted_rows(torch.tensor([2, 0, 2]))
+    rows, first, keep = sorted_rows(torch.tensor([2, 0, 2]))
     assert rows.tolist() == [0, 2, 2] and first.tolist() == [0, 1, 1] and keep.tolist() == [True, True, False]
 
 

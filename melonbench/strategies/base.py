@@ -139,6 +139,24 @@ def padded_lookahead_batch(history: History, batch: Batch, gen: torch.Generator)
     return (*padded, valid)
 
 
+def sorted_rows(ids: torch.Tensor, valid: torch.Tensor | None = None):
+    """``ids`` sorted, with repeats, as a fixed-length row list: ``(rows, first, keep)``, ``Long[n]`` ×2, ``Bool[n]``.
+
+    ``first[k]``: the position of the first occurrence of ``rows[k]``; ``keep[k]``: ``rows[k]`` is a first occurrence
+    and comes from a ``valid`` entry (the padding sorts last). Fixed shapes, no host synchronisation.
+    """
+    n = ids.shape[0]
+    key = ids if valid is None else torch.where(valid > 0, ids, ids.max() + 1 + ids)  # padding after every real id
+    key, order = torch.sort(key)
+    rows = ids[order]
+    new = torch.ones(n, dtype=torch.bool, device=ids.device)
+    new[1:] = key[1:] != key[:-1]
+    position = torch.arange(n, device=ids.device)
+    first = torch.cummax(torch.where(new, position, 0), 0).values
+    keep = new if valid is None else new & (valid[order] > 0)
+    return rows, first, keep
+
+
 def parse_config(config_cls: type, params: tuple[tuple[str, str], ...]) -> Any:
     """Build ``config_cls`` from ``--set key=value`` strings, converting each value to the field's type.
 

@@ -54,7 +54,13 @@ from torch import nn
 from melonbench.cuda_graph import GraphedStep, load_optimizer_state
 from melonbench.preprocess import prep
 from melonbench.seeding import derive_seed, generator
-from melonbench.strategies.base import Strategy, lookahead_batch, padded_lookahead_batch, touched_rows
+from melonbench.strategies.base import (
+    Strategy,
+    lookahead_batch,
+    padded_lookahead_batch,
+    sorted_rows,
+    touched_rows,
+)
 from melonbench.strategies.lazy_state import DenseState, LazyState
 from melonbench.strategies.s2meta_cell import MetaLSTMCell
 
@@ -157,24 +163,6 @@ class MetaLSTM(nn.Module):
             outputs.append((gates[:, 0], gates[:, 1], h, c))
         lr, forget, h, c = zip(*outputs, strict=True)
         return torch.cat(lr), torch.cat(forget), (torch.cat(h), torch.cat(c)) if keep_state else None
-
-
-def _sorted_rows(ids: torch.Tensor, valid: torch.Tensor | None = None):
-    """``ids`` sorted, with repeats, as a fixed-length row list: ``(rows, first, keep)``, ``Long[n]`` ×2, ``Bool[n]``.
-
-    ``first[k]``: the position of the first occurrence of ``rows[k]``; ``keep[k]``: ``rows[k]`` is a first occurrence
-    and comes from a ``valid`` entry (the padding sorts last). Fixed shapes, no host synchronisation.
-    """
-    n = ids.shape[0]
-    key = ids if valid is None else torch.where(valid > 0, ids, ids.max() + 1 + ids)  # padding after every real id
-    key, order = torch.sort(key)
-    rows = ids[order]
-    new = torch.ones(n, dtype=torch.bool, device=ids.device)
-    new[1:] = key[1:] != key[:-1]
-    position = torch.arange(n, device=ids.device)
-    first = torch.cummax(torch.where(new, position, 0), 0).values
-    keep = new if valid is None else new & (valid[order] > 0)
-    return rows, first, keep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,8 +291,8 @@ class S2Meta(Strategy):
         once in the look-ahead) instead of made unique."""
         # every row of B_t^last (the eager step leaves out those B_t does not read: they cannot change the meta loss)
         loss = (self.model(last_users, last_items, last_negatives) * valid).sum() / valid.sum()
-        rows_u, _, keep_u = _sorted_rows(last_users, valid)
-        rows_i, _, keep_i = _sorted_rows(torch.cat([last_items, last_negatives]), valid.repeat(2))
+        rows_u, _, keep_u = sorted_rows(last_users, valid)
+        rows_i, _, keep_i = sorted_rows(torch.cat([last_items, last_negatives]), valid.repeat(2))
         keep = {"user": keep_u, "item": keep_i}
         substituted = {}
         for target, rows, new_rows, _, _ in self._propose(loss, rows_u, rows_i, keep_state=False):
@@ -320,8 +308,8 @@ class S2Meta(Strategy):
 
         losses = self.model(users, items, negatives)  # [B]
         loss = losses.mean()
-        rows_u, lead_u, _ = _sorted_rows(users)
-        rows_i, lead_i, _ = _sorted_rows(torch.cat([items, negatives]))
+        rows_u, lead_u, _ = sorted_rows(users)
+        rows_i, lead_i, _ = sorted_rows(torch.cat([items, negatives]))
         lead = {"user": lead_u, "item": lead_i}
         with torch.no_grad():
             for target, rows, new_rows, _, (h, c) in self._propose(loss, rows_u, rows_i):

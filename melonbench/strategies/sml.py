@@ -40,14 +40,16 @@ Deviations from the original, stated:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from melonbench.cuda_graph import GraphedStep, load_optimizer_state
 from melonbench.seeding import derive_seed
-from melonbench.strategies.base import Strategy, touched_rows
+from melonbench.strategies.base import Strategy, sorted_rows, touched_rows
 
 if TYPE_CHECKING:
     from melonbench.history import History
@@ -64,6 +66,7 @@ class SMLConfig:
     transfer_weight_decay: float = 1e-4  # their weight decay (docs/strategies.md)
     hidden: int = 512  # width of the transfer network's hidden linear layer (docs/strategies.md)
     meta_epochs: int = 3  # passes over the pre-training part to pre-train f_Θ (as MeLON, MWNet, MetaSGD)
+    cuda_graphs: bool = False  # on CUDA, replay each batch's steps as a CUDA graph (docs/baselines.md)
 
 
 class TransferNet(nn.Module):
@@ -120,13 +123,24 @@ class SML(Strategy):
                     if w.shape[1] == model.dim
                 }
             ).to(device)
+        graphs = config.cuda_graphs and device.type == "cuda"
         self.transfer_optimizer = torch.optim.Adam(
-            self.nets.parameters(), lr=config.transfer_lr, weight_decay=config.transfer_weight_decay, fused=True
+            self.nets.parameters(),
+            lr=config.transfer_lr,
+            weight_decay=config.transfer_weight_decay,
+            fused=True,
+            capturable=graphs,
         )
+        self._graphed = GraphedStep(self._fixed_step, enabled=graphs)
         # step (3) needs the previous batch's rows, W_{t−1} on them and ŵ_t: {name: {"rows", "previous", "fitted"}}
         self.previous: dict[str, dict[str, torch.Tensor]] | None = None
 
     def online_step(self, batch: Batch, history: History) -> torch.Tensor:
+        if self._graphed.enabled:
+            previous = () if self.previous is None else self._flatten(self.previous)
+            losses, *kept = self._graphed(batch.users, batch.items, batch.negatives, *previous)
+            self.previous = self._unflatten(kept)
+            return losses
         with torch.no_grad():
             losses = self.model.bpr_loss(batch.users, batch.items, batch.negatives)
         if self.previous is not None:
@@ -152,7 +166,7 @@ class SML(Strategy):
         # gradient, so leaving them out gives the same step for a fraction of the work (~20 % of rows overlap).
         users, items = touched_rows(self.model, batch)
         read = {name: users if kind == "user" else items for name, kind, _ in self.tables}
-        used = {name: torch.isin(p["rows"], read[name]) for name, p in prev.items()}
+        used = {name: torch.isin(p["rows"], read[name]) & p.get("keep", True) for name, p in prev.items()}
         new_rows = {
             name: self.nets[_key(name)](p["previous"][used[name]], p["fitted"][used[name]]) for name, p in prev.items()
         }
@@ -167,27 +181,10 @@ class SML(Strategy):
         users, items = touched_rows(self.model, batch)
         rows_of = {name: users if kind == "user" else items for name, kind, _ in self.tables}
         previous = {name: w[rows_of[name]].detach().clone() for name, _, w in self.tables}  # W_{t−1} rows
-        fitted = {name: p.clone().requires_grad_(True) for name, p in previous.items()}  # ŵ_t starts at W_{t−1}
-        optimizer = torch.optim.Adam(
-            fitted.values(), lr=self.config.fit_lr, weight_decay=self.config.fit_weight_decay, fused=True
-        )
-
-        def transferred() -> dict[str, torch.Tensor]:
-            return {
-                name: self.nets[_key(name)](previous[name], w) if _key(name) in self.nets else w
-                for name, w in fitted.items()
-            }
-
-        for _ in range(self.config.fit_steps):
-            params = self._substituted(rows_of, transferred())
-            loss = torch.func.functional_call(self.model, params, (batch.users, batch.items, batch.negatives)).mean()
-            # autograd.grad, not backward: f_Θ is frozen here, its .grad must not collect this loss
-            grads = torch.autograd.grad(loss, list(fitted.values()))
-            for w, g in zip(fitted.values(), grads, strict=True):
-                w.grad = g
-            optimizer.step()
+        batch_ids = (batch.users, batch.items, batch.negatives)
+        fitted = self._fit(previous, functools.partial(self._substituted, rows_of), batch_ids)
         with torch.no_grad():
-            new_rows = transferred()
+            new_rows = self._transferred(previous, fitted)
             for name, _, weight in self.tables:
                 weight[rows_of[name]] = new_rows[name]
         self.previous = {
@@ -196,12 +193,112 @@ class SML(Strategy):
             if _key(name) in self.nets
         }
 
+    # ---- the same steps at fixed shapes, for CUDA graphs --------------------------------------------------------
+    def _fixed_step(self, users, items, negatives, *previous) -> tuple[torch.Tensor, ...]:
+        """Steps 3, 1 and 2 with every row list at its length with repeats (``sorted_rows``), for a CUDA graph.
+
+        ``previous``: the previous batch's kept tensors (:meth:`_flatten`), or none on a run's first batch.
+        Returns the losses, then this batch's kept tensors. A repeated row enters each table once (the
+        substitutions add ``(new − θ)`` on first occurrences only) and is written with its first occurrence's
+        values, so every write of it carries the same bits.
+        """
+        with torch.no_grad():
+            losses = self.model.bpr_loss(users, items, negatives)
+        if previous:
+            prev = self._unflatten(previous)
+            new_rows = {name: self.nets[_key(name)](p["previous"], p["fitted"]) for name, p in prev.items()}
+            params = self._added({name: p["rows"] for name, p in prev.items()}, new_rows, prev)
+            loss = torch.func.functional_call(self.model, params, (users, items, negatives)).mean()
+            self.transfer_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.transfer_optimizer.step()
+        rows_u, first_u, keep_u = sorted_rows(users)
+        rows_i, first_i, keep_i = sorted_rows(torch.cat([items, negatives]))
+        kind = {name: kind for name, kind, _ in self.tables}
+        rows = {name: rows_u if kind[name] == "user" else rows_i for name in kind}
+        kept = {name: {"keep": keep_u if kind[name] == "user" else keep_i} for name in kind}
+        previous_rows = {name: w[rows[name]].detach().clone() for name, _, w in self.tables}
+        substitute = functools.partial(self._added, rows, kept=kept)
+        fitted = self._fit(previous_rows, substitute, (users, items, negatives), capturable=users.is_cuda)
+        with torch.no_grad():
+            new_rows = self._transferred(previous_rows, fitted)
+            for name, k, weight in self.tables:
+                weight.index_copy_(0, rows[name], new_rows[name][first_u if k == "user" else first_i])
+        keep = {
+            name: {
+                "rows": rows[name],
+                "keep": kept[name]["keep"],
+                "previous": previous_rows[name],
+                "fitted": w.detach(),
+            }
+            for name, w in fitted.items()
+            if _key(name) in self.nets
+        }
+        return (losses, *self._flatten(keep))
+
+    def _fit(self, previous: dict, substitute, batch_ids: tuple, capturable: bool = False) -> dict:
+        """Step 1: ŵ_t, from W_{t−1}'s rows, after ``fit_steps`` Adam steps (a fresh optimiser: ŵ_t is new every
+        batch; ``capturable`` inside a CUDA graph) on the batch's loss with the tables ``substitute(f_Θ(·))``."""
+        fitted = {name: p.clone().requires_grad_(True) for name, p in previous.items()}  # ŵ_t starts at W_{t−1}
+        optimizer = torch.optim.Adam(
+            fitted.values(),
+            lr=self.config.fit_lr,
+            weight_decay=self.config.fit_weight_decay,
+            fused=True,
+            capturable=capturable,
+        )
+        for _ in range(self.config.fit_steps):
+            params = substitute(self._transferred(previous, fitted))
+            loss = torch.func.functional_call(self.model, params, batch_ids).mean()
+            # autograd.grad, not backward: f_Θ is frozen here, its .grad must not collect this loss
+            grads = torch.autograd.grad(loss, list(fitted.values()))
+            for w, g in zip(fitted.values(), grads, strict=True):
+                w.grad = g
+            optimizer.step()
+        return fitted
+
+    def _transferred(self, previous: dict, fitted: dict) -> dict[str, torch.Tensor]:
+        """``f_Θ(W_{t−1}, ŵ_t)`` for the transferred tables, ``ŵ_t`` itself for the others (biases)."""
+        return {
+            name: self.nets[_key(name)](previous[name], w) if _key(name) in self.nets else w
+            for name, w in fitted.items()
+        }
+
+    def _added(self, rows_of: dict, new_rows: dict, kept: dict) -> dict[str, torch.Tensor]:
+        """Full tables equal to the current ones plus ``new − θ`` on the first occurrences of ``rows_of``."""
+        out = {}
+        for name, _, weight in self.tables:
+            if name in new_rows:
+                base, rows = weight.detach(), rows_of[name]
+                delta = (new_rows[name] - base[rows]) * kept[name]["keep"][:, None]
+                out[name] = base.index_add(0, rows, delta)
+        return out
+
+    def _flatten(self, previous: dict) -> tuple[torch.Tensor, ...]:
+        """The kept tensors in a fixed order (rows, keep, W_{t−1} rows, ŵ per transferred table); eagerly kept
+        (unique rows) ones get ``keep`` all true."""
+        return tuple(
+            t
+            for name in sorted(previous)
+            for t in (
+                previous[name]["rows"],
+                previous[name].get("keep", torch.ones_like(previous[name]["rows"], dtype=torch.bool)),
+                previous[name]["previous"],
+                previous[name]["fitted"],
+            )
+        )
+
+    def _unflatten(self, flat) -> dict[str, dict[str, torch.Tensor]]:
+        names = sorted(name for name, _, _ in self.tables if _key(name) in self.nets)
+        fields = ("rows", "keep", "previous", "fitted")
+        return {name: dict(zip(fields, flat[4 * k : 4 * k + 4], strict=True)) for k, name in enumerate(names)}
+
     def meta_state_dict(self) -> dict[str, Any]:
         return {"nets": self.nets.state_dict(), "transfer_optimizer": self.transfer_optimizer.state_dict()}
 
     def load_meta_state_dict(self, state: dict[str, Any]) -> None:
         self.nets.load_state_dict(state["nets"])
-        self.transfer_optimizer.load_state_dict(state["transfer_optimizer"])
+        load_optimizer_state(self.transfer_optimizer, state["transfer_optimizer"], self._graphed)
 
     def state_dict(self) -> dict[str, Any]:
         return {**self.meta_state_dict(), "previous": self.previous}
