@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # One prepared GPU check for a session that is lent a device (issues 4 and 5). Sections, chosen by $SECTIONS
-# (default "graphs", at most 9 minutes; "all" for every one, about 15):
+# (default "graphs replay", at most 10 minutes; "all" for every one, about 15):
 #   graphs      every strategy (eALS is Default's step) replayed as a CUDA graph (`--set cuda_graphs=true`, never run on
 #               a GPU before): does the capture work, does it compute what the CPU computes (cuda_parity.py,
 #               8 batches), and how fast is it beside the eager step (strategy_speed.py);
 #   strategies  every strategy's seconds per batch and peak memory on CUDA, at the Grocery size;
 #   kernels     what the deterministic kernels cost (Default, MeLON, S²Meta with each kind, interleaved);
-#   replay      the replay loop's seconds per batch (replay_speed.py);
+#   replay      the replay loop's seconds per batch (replay_speed.py), Default's update eager and as a graph;
 #   end_to_end  only where polars and platformdirs import (carried as wheels in .whl/, see below): the product
 #               on CUDA, twice from scratch (`melonbench prepare synthetic`, then `run -s melon -m ncf`,
 #               pre-training included), and whether the two runs' per-batch metrics are bit-identical;
@@ -27,7 +27,7 @@
 set -uo pipefail
 
 device="${DEVICE:-cuda}"
-sections="${SECTIONS:-graphs}"
+sections="${SECTIONS:-graphs replay}"
 [ "$sections" = all ] && sections="graphs strategies kernels replay end_to_end parity"
 want() { [[ " $sections " == *" $1 "* ]]; }
 batches="${BATCHES:-20}"
@@ -72,7 +72,7 @@ fi
 
 # replay: the replay loop (Default; ranking against 100 candidates and full ranking, then the update).
 if want replay; then
-    timeout 60 python3 benchmarks/replay_speed.py --device "$device" 2>&1 | tee "$out/replay_speed_$device.txt"
+    timeout 90 python3 benchmarks/replay_speed.py --device "$device" 2>&1 | tee "$out/replay_speed_$device.txt"
 fi
 
 # end_to_end: the product, twice, each from an empty store (prepare, pre-train, meta-pre-train, replay).

@@ -10,7 +10,7 @@ excluded; the median of three replays) and the ratio to the authors' code on the
     2-core CPU: BPR 0.020 s, NCF 0.099 s per batch;   H100: BPR 0.0034 s, NCF 0.0047 s.
 
     python benchmarks/replay_speed.py                 # CPU
-    python benchmarks/replay_speed.py --device cuda   # GPU, if there is one
+    python benchmarks/replay_speed.py --device cuda   # GPU, if there is one (also Default as a CUDA graph)
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def grocery_sized_stream(device: torch.device, n_users=1233, n_items=1433, n=30_
     return Stream(users.to(device), items.to(device), ts.to(device), n_users, n_items, int(n * 0.8), int(n * 0.82))
 
 
-def measure(model_name: str, device: torch.device, warmup: int = 3, sparse: bool = False) -> tuple[float, float]:
+def measure(model_name: str, device: torch.device, warmup: int = 3, params: tuple = ()) -> tuple[float, float]:
     stream = grocery_sized_stream(device)
     history = History(stream.users, stream.items, stream.n_users, stream.n_items, cursor=stream.pretrain_end)
     lo = stream.pretrain_end
@@ -52,7 +52,6 @@ def measure(model_name: str, device: torch.device, warmup: int = 3, sparse: bool
         history, stream.users[lo:], stream.items[lo:], positions, 99, generator(0, "bench", device)
     )
     model = init_model(model_name, stream, 64, 0)
-    params = (("sparse", "true"),) if sparse else ()
     strategy = build_strategy("default", model, params, 0)
     spans = [(i, *s) for i, s in enumerate(batch_spans(stream, ("validation", "test"), 256))]
     cold = torch.zeros(stream.n_users, dtype=torch.bool, device=device)
@@ -84,14 +83,16 @@ def main() -> None:
     print(f"{'model':6} {'optimiser':10} {'eval s':>9} {'update s':>9} {'total s':>9} {'reference':>9} {'ratio':>6}")
     models = args.models.split(",")
     measure(models[0], device)  # throw-away: the first replay in a process pays one-time costs
+    optimisers = [("Adam", ()), ("lazy Adam", (("sparse", "true"),))]
+    if device.type == "cuda":  # Default's update replayed as a CUDA graph (docs/melon.md, "CUDA graphs")
+        optimisers.append(("Adam+graph", (("cuda_graphs", "true"),)))
     for model in models:
-        for sparse in (False, True):
-            runs = [measure(model, device, sparse=sparse) for _ in range(3)]
+        for opt, params in optimisers:
+            runs = [measure(model, device, params=params) for _ in range(3)]
             ev = statistics.median(r[0] for r in runs)
             up = statistics.median(r[1] for r in runs)
             ref = REFERENCE.get((device.type, model))
             ratio = f"{(ev + up) / ref:6.2f}" if ref else "     -"
-            opt = "lazy Adam" if sparse else "Adam"
             print(f"{model:6} {opt:10} {ev:9.4f} {up:9.4f} {ev + up:9.4f} {ref if ref else '-':>9} {ratio}")
 
 

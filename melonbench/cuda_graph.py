@@ -53,6 +53,7 @@ class GraphedStep:
         self.failure: str | None = None
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...], object]] = {}
         self._calls: Counter[tuple] = Counter()
+        self._stream: torch.cuda.Stream | None = None
 
     def __call__(self, *inputs: torch.Tensor):
         if not (self.enabled and self.failure is None and inputs and _on_gpu(inputs[0])):
@@ -77,11 +78,16 @@ class GraphedStep:
         self._calls.clear()
 
     def _side_stream(self, inputs: tuple[torch.Tensor, ...]):
-        stream = torch.cuda.Stream(inputs[0].device)
-        stream.wait_stream(torch.cuda.current_stream(inputs[0].device))
+        device = inputs[0].device
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(device)
+        stream = self._stream  # one side stream: its cached memory is reused from one warm-up call to the next
+        stream.wait_stream(torch.cuda.current_stream(device))  # also: no earlier output's memory is reused early
         with torch.cuda.stream(stream):
             out = self.fn(*inputs)
-        torch.cuda.current_stream(inputs[0].device).wait_stream(stream)
+        # the outputs were allocated on the side stream and will be read (and freed) on the current one: wait for
+        # the side stream to finish, so that no later use of their memory there can overlap (a few warm-up calls)
+        torch.cuda.synchronize(device)
         return out
 
     def _capture(self, key: tuple, inputs: tuple[torch.Tensor, ...]) -> bool:
