@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared GPU check for a session that is lent a device (issues 4 and 5). Sections, chosen by $SECTIONS
-# (default "graphs replay", at most 10 minutes; "all" for every one, about 15):
+# (default "graphs replay", at most 9.5 minutes; "all" for every one, about 15):
 #   graphs      every strategy (eALS is Default's step) replayed as a CUDA graph (`--set cuda_graphs=true`, never run on
 #               a GPU before): does the capture work, does it compute what the CPU computes (cuda_parity.py,
 #               8 batches), and how fast is it beside the eager step (strategy_speed.py);
@@ -49,12 +49,12 @@ fi
 #    column must say 6 (or it names why capture failed). Then each one's speed beside its eager step (which also
 #    gives every strategy's current eager figure on the GPU).
 if want graphs; then
-    graphed=default@cuda_graphs=true,mwnet@cuda_graphs=true,metasgd@cuda_graphs=true,s2meta@cuda_graphs=true
-    graphed=$graphed,sml@cuda_graphs=true,melon@cuda_graphs=true
-    timeout 270 python3 benchmarks/cuda_parity.py --device "$device" --steps 8 --models bpr,ncf \
+    graphed=melon@cuda_graphs=true,default@cuda_graphs=true,mwnet@cuda_graphs=true,metasgd@cuda_graphs=true
+    graphed=$graphed,s2meta@cuda_graphs=true,sml@cuda_graphs=true
+    timeout 220 python3 benchmarks/cuda_parity.py --device "$device" --steps 8 --models bpr,ncf \
         --strategies "$graphed" 2>&1 | tee "$out/graphs_parity_$device.txt"
-    timeout 270 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" \
-        --strategies "default,mwnet,metasgd,s2meta,sml,melon,$graphed" 2>&1 | tee "$out/graphs_speed_$device.txt"
+    timeout 250 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" \
+        --strategies "melon,default,mwnet,metasgd,s2meta,sml,$graphed" 2>&1 | tee "$out/graphs_speed_$device.txt"
 fi
 
 # strategies: every strategy on both models (SML on BPR only), with the deterministic kernels that runs use, 20 timed
