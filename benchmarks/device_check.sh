@@ -47,14 +47,16 @@ fi
 # graphs: every strategy but eALS (Default's step) as a CUDA graph (`@cuda_graphs=true`), against the CPU over 8 batches:
 #    2 eager warm-up batches, a capture whose replay does batch 3, replays after that, so the "graph replays"
 #    column must say 6 (or it names why capture failed). Then each one's speed beside its eager step (which also
-#    gives every strategy's current eager figure on the GPU).
+#    gives every strategy's current eager figure on the GPU), and MeLON with B^last padded to a multiple of 64
+#    instead of 2 |B_t| (NCF's dense pairs grow with the padding; one graph per size met).
 if want graphs; then
     graphed=melon@cuda_graphs=true,default@cuda_graphs=true,mwnet@cuda_graphs=true,metasgd@cuda_graphs=true
     graphed=$graphed,s2meta@cuda_graphs=true,sml@cuda_graphs=true
     timeout 220 python3 benchmarks/cuda_parity.py --device "$device" --steps 8 --models bpr,ncf \
         --strategies "$graphed" 2>&1 | tee "$out/graphs_parity_$device.txt"
     timeout 250 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" \
-        --strategies "melon,default,mwnet,metasgd,s2meta,sml,$graphed" 2>&1 | tee "$out/graphs_speed_$device.txt"
+        --strategies "melon,default,mwnet,metasgd,s2meta,sml,$graphed,melon@cuda_graphs=true@graph_bucket=64" \
+        2>&1 | tee "$out/graphs_speed_$device.txt"
 fi
 
 # strategies: every strategy on both models (SML on BPR only), with the deterministic kernels that runs use, 20 timed

@@ -15,7 +15,9 @@ from tiny import online_batches, tiny_model, tiny_stream
 
 from melonbench.cuda_graph import graphed_steps
 from melonbench.history import History
+from melonbench.seeding import generator
 from melonbench.strategies import STRATEGIES, build_strategy
+from melonbench.strategies.base import lookahead_batch, padded_lookahead_batch
 
 CASES = ["default", "eals", "mwnet", "metasgd", "s2meta", "sml", "melon", "melon-i", "melon-p"]
 
@@ -79,6 +81,25 @@ def test_fixed_shape_step_equals_the_eager_step(model_name, name):
     if meta:  # three meta steps moved the meta-model: the comparison is not of untouched values
         fresh = meta_tensors(build_strategy(name, tiny_model(model_name, stream), (), 0))
         assert max(float((meta[k] - v).abs().max()) for k, v in fresh.items() if v.shape == meta[k].shape) > 1e-5
+
+
+def test_bucketed_padding_rounds_b_last_up_and_gives_the_same_step():
+    stream = tiny_stream()
+    history = History(stream.users, stream.items, stream.n_users, stream.n_items, cursor=stream.pretrain_end)
+    batch = online_batches(stream, history, count=1)[0]
+    m = lookahead_batch(history, batch, generator(0, "x"))[0].shape[0]
+    users, _, _, valid = padded_lookahead_batch(history, batch, generator(0, "x"), bucket=8)
+    assert users.shape[0] == -(-m // 8) * 8 < 2 * len(batch) and int(valid.sum()) == m
+    assert padded_lookahead_batch(history, batch, generator(0, "x"), bucket=1000)[0].shape[0] == 2 * len(batch)
+    tables = []
+    for bucket in (0, 8):
+        model = tiny_model("ncf", stream)
+        strategy = build_strategy("melon", model, (("cuda_graphs", "true"), ("graph_bucket", str(bucket))), 0)
+        strategy._graphed.enabled = True  # as on a GPU
+        strategy.online_step(batch, history)
+        tables.append(model.state_dict())
+    for key, a in tables[0].items():
+        assert torch.allclose(a, tables[1][key], rtol=0, atol=1e-6), key
 
 
 def test_lazy_adam_and_the_reference_variant_keep_the_eager_step():

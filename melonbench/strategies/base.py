@@ -124,16 +124,22 @@ def lookahead_batch(
     return users, items, negatives
 
 
-def padded_lookahead_batch(history: History, batch: Batch, gen: torch.Generator) -> tuple[torch.Tensor, ...] | None:
-    """B_t^last at a fixed size for CUDA graphs: ``(users, items, negatives, valid)``, ``[2 |B_t|]`` each.
+def padded_lookahead_batch(
+    history: History, batch: Batch, gen: torch.Generator, bucket: int = 0
+) -> tuple[torch.Tensor, ...] | None:
+    """B_t^last at a fixed size for CUDA graphs: ``(users, items, negatives, valid)``, ``[S]`` each.
 
-    The same draws as :func:`lookahead_batch` (it is called), then padded with id 0 and ``valid`` 0. (``Float``;
-    1 for B_t^last's interactions, first). ``None`` when B_t^last is empty: a step then has nothing to look ahead on.
+    The same draws as :func:`lookahead_batch` (it is called), B_t^last's ``M`` interactions first, then padding
+    (id 0, ``valid`` 0; ``valid`` is ``Float``). ``S = 2 |B_t|`` (B_t^last's largest size), or with ``bucket``
+    ``M`` rounded up to a multiple of it (at most ``2 |B_t|``): less padding, one graph per size met. ``None``
+    when B_t^last is empty: a step then has nothing to look ahead on.
     """
     users, items, negatives = lookahead_batch(history, batch, gen)
     m, size = users.shape[0], 2 * len(batch)
     if m == 0:
         return None
+    if bucket > 0:
+        size = min(size, -(-m // bucket) * bucket)
     padded = [torch.cat([t, t.new_zeros(size - m)]) for t in (users, items, negatives)]
     valid = (torch.arange(size, device=users.device) < m).float()
     return (*padded, valid)

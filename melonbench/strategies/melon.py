@@ -75,6 +75,7 @@ class MelonConfig:
     capture_layout: str = "slots"  # learning-rate capture columns: "slots" or "params" (docs/melon.md)
     capture_dense: int = 4096  # at most this many dense-weight columns in a capture (evenly spaced)
     cuda_graphs: bool = False  # on CUDA, replay each batch's steps as a CUDA graph (docs/melon.md; off until measured)
+    graph_bucket: int = 0  # with cuda_graphs: B^last padded to a multiple of this (0: to 2|B_t|, one graph)
 
 
 class Melon(Strategy):
@@ -188,7 +189,7 @@ class Melon(Strategy):
 
         B^last and its negatives come from the same calls, in the same order, as in the eager step (two host
         synchronisations, outside the graph), so both paths draw the same negatives."""
-        last = padded_lookahead_batch(history, batch, self.generator)
+        last = padded_lookahead_batch(history, batch, self.generator, self.config.graph_bucket)
         if last is None:
             return None
         last_neighbours = self._neighbours(history, last[0], last[1]) or ()
