@@ -111,3 +111,65 @@ def test_lazy_adam_and_the_reference_variant_keep_the_eager_step():
     history = History(stream.users, stream.items, stream.n_users, stream.n_items, cursor=stream.pretrain_end)
     melon._graphed.enabled = True  # as on a GPU: still the eager step, since BatchNorm would see the padding
     assert not melon._graphs_apply(history)
+
+
+def _to_meta(obj, moved: dict, seen: dict):
+    """``obj`` with every tensor it holds (recursively, through melonbench objects) on the meta device; tensors
+    that are module parameters become the moved modules' own parameters (``moved``: id of old → new). ``seen``
+    keeps every visited object alive, so that no id is reused while it is in use as a key."""
+    if id(obj) in moved:
+        return moved[id(obj)]
+    if id(obj) in seen:
+        return obj
+    seen[id(obj)] = obj
+    if isinstance(obj, torch.Tensor):
+        out = obj.detach().to("meta")
+        return out.requires_grad_() if obj.requires_grad and obj.is_leaf else out
+    if isinstance(obj, dict):
+        for key in list(obj):
+            obj[key] = _to_meta(obj[key], moved, seen)
+        return obj
+    if isinstance(obj, list):
+        obj[:] = [_to_meta(v, moved, seen) for v in obj]
+        return obj
+    if isinstance(obj, tuple):
+        return tuple(_to_meta(v, moved, seen) for v in obj)
+    if type(obj).__module__.startswith("melonbench") and hasattr(obj, "__dict__"):
+        for key, value in list(vars(obj).items()):
+            object.__setattr__(obj, key, _to_meta(value, moved, seen))  # frozen dataclasses too
+    return obj
+
+
+@pytest.mark.parametrize("model_name", ["bpr", "ncf"])
+@pytest.mark.parametrize("name", CASES)
+def test_fixed_shape_step_needs_no_tensor_data_on_the_host(model_name, name, monkeypatch):
+    # What makes a step capturable: no host synchronisation and no data-dependent shape. Run it on the meta device,
+    # whose tensors have shapes but no values: `.item()`, `bool(tensor)`, `nonzero`, `unique`, boolean masks and
+    # the like raise there. The optimisers' own kernels are PyTorch's (stepped as no-ops here).
+    if model_name not in STRATEGIES[name].supports:
+        pytest.skip(f"{name} does not support {model_name}")
+    stream = tiny_stream()
+    history = History(stream.users, stream.items, stream.n_users, stream.n_items, cursor=stream.pretrain_end)
+    model = tiny_model(model_name, stream)
+    strategy = build_strategy(name, model, (("cuda_graphs", "true"),), 0)
+    calls = []
+    for step in graphed_steps(strategy):
+        step.enabled = True
+        step.fn = lambda *inputs, fn=step.fn, seen=calls: seen.append((fn, inputs)) or fn(*inputs)
+    for batch in online_batches(stream, history, count=2):  # real steps first: optimiser states, kept tensors
+        strategy.online_step(batch, history)
+        history.advance(len(batch))
+    fn, inputs = calls[-1]
+    modules = [model, *(v for v in vars(strategy).values() if isinstance(v, torch.nn.Module))]
+    old = [dict(m.named_parameters()) for m in modules]  # kept alive: their ids must not be reused meanwhile
+    moved = {}
+    for params, module in zip(old, modules, strict=True):
+        module.to("meta")
+        moved.update({id(params[n]): p for n, p in module.named_parameters()})
+    _to_meta(strategy, moved, {})
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, closure=None: None)
+    clip = torch.nn.utils.clip_grad_value_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_value_", lambda p, v, foreach=None: clip(p, v, foreach=False))
+    out = fn(*(t.to("meta") for t in inputs))
+    losses = out[0] if isinstance(out, tuple) else out
+    assert losses.device.type == "meta" and losses.shape == (32,)
