@@ -21,6 +21,7 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -64,7 +65,7 @@ class GraphedStep:
                 self._calls[key] += 1
                 return self._side_stream(inputs)
             if not self._capture(key, inputs):
-                return self.fn(*inputs)
+                return self._diagnose(inputs)
         graph, static_inputs, static_out = self._graphs[key]
         for static, value in zip(static_inputs, inputs, strict=True):
             static.copy_(value)
@@ -104,6 +105,26 @@ class GraphedStep:
             return False
         self._graphs[key] = (graph, static_inputs, static_out)
         return True
+
+    def _diagnose(self, inputs: tuple[torch.Tensor, ...]):
+        """The eager call after a failed capture, with PyTorch's synchronisation debug mode on "warn": the lines of
+        ``fn`` that synchronised with the host (the usual reason a capture fails) are added to ``failure``."""
+        previous = torch.cuda.get_sync_debug_mode()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                out = self.fn(*inputs)
+            finally:
+                torch.cuda.set_sync_debug_mode(previous)
+        syncs = [w for w in caught if "synchroniz" in str(w.message)]
+        for w in caught:  # the other warnings, as they would have been shown
+            if w not in syncs:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if syncs:
+            where = sorted({f"{Path(w.filename).name}:{w.lineno}" for w in syncs})
+            self.failure = f"{self.failure}; host synchronisations at {', '.join(where)}"
+        return out
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, *steps: GraphedStep) -> None:

@@ -6,6 +6,8 @@ the captured input tensors, which is what a replay does to memory; the real capt
 from __future__ import annotations
 
 import contextlib
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,6 +35,9 @@ def fake_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
     monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
+    mode = {"now": 0}
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: mode["now"])
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", lambda m: mode.update(now=m))
 
     @contextlib.contextmanager
     def graph(g):
@@ -82,23 +87,32 @@ def test_warm_up_then_one_capture_then_replays_on_new_inputs(fake_cuda):
     assert log[-1] == "eager" and step.replays == 4
 
 
-def test_capture_failure_warns_once_and_runs_eagerly(fake_cuda):
+def test_capture_failure_warns_once_runs_eagerly_and_names_the_synchronising_lines(fake_cuda):
     calls = []
 
     def fn(x):
         if FakeGraph.capturing is not None:
             raise RuntimeError("operation not permitted when stream is capturing\nmore")
         calls.append(float(x[0]))
+        if torch.cuda.get_sync_debug_mode() == "warn":  # as PyTorch warns at a synchronising operation
+            warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)
         return x + 1
 
     step = cg.GraphedStep(fn, warmup=1)
     step(torch.zeros(1))
     with pytest.warns(RuntimeWarning, match="capture failed, running eagerly: RuntimeError: operation not permitted"):
         out = step(torch.ones(1))
-    assert float(out[0]) == 2.0 and calls == [0.0, 1.0]
-    assert step.failure == "RuntimeError: operation not permitted when stream is capturing"
+    assert float(out[0]) == 2.0 and calls == [0.0, 1.0]  # the failed batch ran once, eagerly
+    source = Path(__file__).read_text().splitlines()
+    line = next(k for k, text in enumerate(source, 1) if 'warn("called a synchronizing' in text)
+    assert step.failure == (
+        f"RuntimeError: operation not permitted when stream is capturing; host synchronisations at "
+        f"test_cuda_graph.py:{line}"
+    )
+    assert torch.cuda.get_sync_debug_mode() == 0  # put back
     step(torch.full((1,), 2.0))
     assert calls == [0.0, 1.0, 2.0] and step.replays == 0
+    assert "host synchronisations" in step.failure and step.failure.count(";") == 1  # diagnosed once
 
 
 def test_off_or_on_the_cpu_it_is_the_function_itself():
