@@ -204,7 +204,7 @@ class SML(Strategy):
         """
         with torch.no_grad():
             losses = self.model.bpr_loss(users, items, negatives)
-        if previous:
+        if previous:  # step 3 on the previous batch's rows (all of them: those this batch does not read add zeros)
             prev = self._unflatten(previous)
             new_rows = {name: self.nets[_key(name)](p["previous"], p["fitted"]) for name, p in prev.items()}
             params = self._added({name: p["rows"] for name, p in prev.items()}, new_rows, prev)
@@ -212,6 +212,7 @@ class SML(Strategy):
             self.transfer_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.transfer_optimizer.step()
+        # steps 1 and 2 on this batch's rows
         rows_u, first_u, keep_u = sorted_rows(users)
         rows_i, first_i, keep_i = sorted_rows(torch.cat([items, negatives]))
         kind = {name: kind for name, kind, _ in self.tables}
@@ -224,7 +225,7 @@ class SML(Strategy):
             new_rows = self._transferred(previous_rows, fitted)
             for name, k, weight in self.tables:
                 weight.index_copy_(0, rows[name], new_rows[name][first_u if k == "user" else first_i])
-        keep = {
+        carried = {
             name: {
                 "rows": rows[name],
                 "keep": kept[name]["keep"],
@@ -234,7 +235,7 @@ class SML(Strategy):
             for name, w in fitted.items()
             if _key(name) in self.nets
         }
-        return (losses, *self._flatten(keep))
+        return (losses, *self._flatten(carried))
 
     def _fit(self, previous: dict, substitute, batch_ids: tuple, capturable: bool = False) -> dict:
         """Step 1: ŵ_t, from W_{t−1}'s rows, after ``fit_steps`` Adam steps (a fresh optimiser: ŵ_t is new every
