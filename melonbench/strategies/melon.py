@@ -47,7 +47,17 @@ from melonbench.preprocess import prep
 from melonbench.seeding import derive_seed, generator
 from melonbench.strategies.base import Strategy, lookahead_batch, padded_lookahead_batch
 from melonbench.strategies.melon_capture import capture
-from melonbench.strategies.melon_grads import TableSlots, Touched, per_sample, table_slots, unflatten_dense
+from melonbench.strategies.melon_grads import (
+    TableSlots,
+    Touched,
+    batch_row_grads,
+    per_sample,
+    row_mask,
+    side_columns,
+    split_side,
+    table_slots,
+    unflatten_dense,
+)
 from melonbench.strategies.melon_parts import DenseStep, MetaModel, Workspace
 
 if TYPE_CHECKING:
@@ -95,7 +105,7 @@ class Melon(Strategy):
             raise MelonbenchError(f"capture_layout must be one of {', '.join(LAYOUTS)}, got '{config.capture_layout}'")
         device = next(model.parameters()).device
         self.layout: list[TableSlots] = table_slots(model)
-        self._side_columns = self._side_layout(self.layout, device)
+        self._side_columns = side_columns(self.layout, device)
         user_dim = sum(t.dim for t in self.layout if t.user)
         item_dim = sum(t.dim for t in self.layout if not t.user)
         with torch.random.fork_rng(devices=[]):
@@ -136,11 +146,9 @@ class Melon(Strategy):
             return
         touched = per_sample(self.model, self.layout, users, items, negatives)
         valid = torch.ones_like(touched.losses)
-        h = self._h(history, users, items)
+        h = self._encode(users, items, self._neighbours(history, users, items))
         if self._compact:
-            needed = [
-                self._row_mask(group[0], batch.users, batch.items, batch.negatives) for group, _ in self._side_columns
-            ]
+            needed = [row_mask(group[0], batch.users, batch.items, batch.negatives) for group, _ in self._side_columns]
             tables, dense = self._lookahead_rows(touched, h, needed), self._dense(touched, h, touched.losses, valid)
         else:
             tables, dense, _ = self._apply(touched, h, valid)
@@ -148,8 +156,8 @@ class Melon(Strategy):
         if self.config.variant == "reference":  # the released code keeps the look-ahead on rows B_t leaves alone
             with torch.no_grad():
                 for t in self.layout:
-                    own = self._row_mask(t, batch.users, batch.items, batch.negatives)
-                    ahead = self._row_mask(t, users, items, negatives)
+                    own = row_mask(t, batch.users, batch.items, batch.negatives)
+                    ahead = row_mask(t, users, items, negatives)
                     keep = (ahead & ~own).unsqueeze(1)
                     t.table.weight.copy_(torch.where(keep, tables[t.name].detach(), t.table.weight))
 
@@ -235,13 +243,8 @@ class Melon(Strategy):
         for (group, rows, _, _, grads), side_gates in zip(sides, gates.split([s[2].shape[0] for s in sides])):
             lr, forget = side_gates[..., 0], side_gates[..., 1]
             ones = torch.ones_like(rows, dtype=lr.dtype)
-            tables.update(self._split_side(group, self._aggregate(group, rows[:, None], lr * grads, forget, ones)))
+            tables.update(split_side(group, self._aggregate(group, rows[:, None], lr * grads, forget, ones)))
         return tables
-
-    @staticmethod
-    def _split_side(group: list[TableSlots], side: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{table name: its columns}`` of a side's tables placed side by side (``[rows, Σ dim]``)."""
-        return dict(zip([t.name for t in group], side.split([t.dim for t in group], 1)))
 
     # ---- rates and their application --------------------------------------------------------------------------
     def _neighbours(self, history: History, users: torch.Tensor, items: torch.Tensor) -> tuple | None:
@@ -265,10 +268,6 @@ class Melon(Strategy):
             user_rows[users], item_rows[items], item_rows[user_nb], user_mask, user_rows[item_nb], item_mask
         )
 
-    def _h(self, history: History, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor | None:
-        """h_x of the given interactions from the neighbours before the current batch."""
-        return self._encode(users, items, self._neighbours(history, users, items))
-
     def _logits(self, h: torch.Tensor | None, theta, loss, grads, work: Workspace | None = None) -> torch.Tensor:
         """Gate logits ``[n|1, c, 2]`` for row or dense columns (``theta [n|1, c]``, ``grads [n|1, c]``)."""
         out = self.phi.gate_bias
@@ -290,34 +289,21 @@ class Melon(Strategy):
         loss_in = self._loss_input(touched, valid)
         grads = touched.grads
         if self.mode == "p":  # batch gradient of each row, seen by every interaction that touches it
-            grads = self._batch_row_grads(touched, valid)
+            grads = batch_row_grads(self.layout, touched, valid)
         logits = self._logits(h, touched.theta, loss_in, grads, self._row_work)
         gates = torch.sigmoid(logits).expand(touched.theta.shape[0], touched.theta.shape[1], 2)
         lr, forget = gates[..., 0], gates[..., 1]
         tables = {}
         step_all = lr * touched.grads  # [n, C]
         for group, ids, cols in self._sides(touched):
-            tables.update(
-                self._split_side(group, self._aggregate(group, ids, step_all[:, cols], forget[:, cols], valid))
-            )
+            tables.update(split_side(group, self._aggregate(group, ids, step_all[:, cols], forget[:, cols], valid)))
         dense = self._dense(touched, h, loss_in, valid)
         return tables, dense, (lr, forget)
 
     def _sides(self, touched: Touched):
-        """The user tables, then the item tables, each with their shared row ids ``[n, slots]`` and the row columns
-        ordered (slot, table, coordinate), so that one side is aggregated as one ``[rows, Σ dim]`` table."""
+        """:func:`side_columns`, each side with its shared row ids ``[n, slots]``."""
         for group, cols in self._side_columns:
             yield group, touched.ids[self.layout.index(group[0])], cols
-
-    @staticmethod
-    def _side_layout(layout: list[TableSlots], device) -> list[tuple[list[TableSlots], torch.Tensor]]:
-        out = []
-        for user in (True, False):
-            group = [t for t in layout if t.user == user]
-            if group:
-                cols = [t.start + s * t.dim + k for s in range(group[0].slots) for t in group for k in range(t.dim)]
-                out.append((group, torch.tensor(cols, device=device)))
-        return out
 
     def _aggregate(self, group: list[TableSlots], ids, steps, forget, valid) -> torch.Tensor:
         """``f̄ θ − Σ w g`` (or the mean step, reference) on the rows ``ids`` touch, other rows as they are, for the
@@ -381,25 +367,6 @@ class Melon(Strategy):
             for t, g in chunks
         ]
         return torch.cat(parts)
-
-    def _batch_row_grads(self, touched: Touched, valid) -> torch.Tensor:
-        """For melon-p: each row column's gradient of the summed batch loss, gathered per entry ``[n, C]``."""
-        out = []
-        for t, ids in zip(self.layout, touched.ids):
-            n, d = ids.shape[0], t.dim
-            g = touched.grads[:, t.start : t.start + t.width].reshape(n, t.slots, d) * valid.view(n, 1, 1)
-            total = torch.zeros_like(t.table.weight).index_add(0, ids.reshape(-1), g.reshape(-1, d))
-            out.append(total[ids].reshape(n, t.width))
-        return torch.cat(out, 1)
-
-    @staticmethod
-    def _row_mask(t: TableSlots, users, items, negatives, valid=None) -> torch.Tensor:
-        ids = t.ids(users, items, negatives)
-        if valid is not None:
-            ids = torch.where(valid.unsqueeze(1), ids, -1)
-        mask = torch.zeros(t.table.weight.shape[0] + 1, dtype=torch.bool, device=ids.device)
-        mask[ids.reshape(-1)] = True  # -1 lands in the spare last entry
-        return mask[:-1]
 
     # ---- state ------------------------------------------------------------------------------------------------
     def meta_state_dict(self) -> dict:

@@ -1,4 +1,4 @@
-"""MeLON's per-sample gradients: the parameters a set of interactions touches, and each one's gradient.
+"""MeLON's per-sample gradients and row-column layout: what a set of interactions touches, and each gradient.
 
 Layout of the touched parameters of an interaction x = (u, i, j) (u user, i positive, j sampled negative):
 
@@ -59,6 +59,30 @@ def table_slots(model: Recommender) -> list[TableSlots]:
             out.append(entry)
             start += entry.width
     return out
+
+
+def side_columns(layout: list[TableSlots], device) -> list[tuple[list[TableSlots], torch.Tensor]]:
+    """The user tables, then the item tables, each with their row columns ordered (slot, table, coordinate), so
+    that one side's tables are handled side by side as one ``[rows, Σ dim]`` table."""
+    out = []
+    for user in (True, False):
+        group = [t for t in layout if t.user == user]
+        if group:
+            cols = [t.start + s * t.dim + k for s in range(group[0].slots) for t in group for k in range(t.dim)]
+            out.append((group, torch.tensor(cols, device=device)))
+    return out
+
+
+def split_side(group: list[TableSlots], side: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``{table name: its columns}`` of a side's tables placed side by side (``[rows, Σ dim]``)."""
+    return dict(zip([t.name for t in group], side.split([t.dim for t in group], 1)))
+
+
+def row_mask(t: TableSlots, users, items, negatives) -> torch.Tensor:
+    """``Bool[rows]``: the rows of table ``t`` that the interactions use."""
+    mask = torch.zeros(t.table.weight.shape[0], dtype=torch.bool, device=users.device)
+    mask[t.ids(users, items, negatives).reshape(-1)] = True
+    return mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,3 +191,14 @@ def per_sample(model: Recommender, layout: list[TableSlots], users, pos, neg) ->
         else:
             dense_grads = theta.new_zeros(theta.shape[0], 0)
     return Touched(losses.detach(), theta, grads.detach(), ids, dense_theta, dense_grads.detach())
+
+
+def batch_row_grads(layout: list[TableSlots], touched: Touched, valid: torch.Tensor) -> torch.Tensor:
+    """For melon-p: each row column's gradient of the summed batch loss, gathered per entry ``[n, C]``."""
+    out = []
+    for t, ids in zip(layout, touched.ids):
+        n, d = ids.shape[0], t.dim
+        g = touched.grads[:, t.start : t.start + t.width].reshape(n, t.slots, d) * valid.view(n, 1, 1)
+        total = torch.zeros_like(t.table.weight).index_add(0, ids.reshape(-1), g.reshape(-1, d))
+        out.append(total[ids].reshape(n, t.width))
+    return torch.cat(out, 1)
