@@ -43,7 +43,7 @@ from strategy_speed import BATCH, N_ITEMS, N_USERS, make_stream, parse_spec  # n
 def steps_on(device: torch.device, strategy_name: str, model_name: str, steps: int, start: dict) -> dict:
     """Run ``steps`` online batches on ``device`` from ``start`` (the CPU model and meta state); final parameters."""
     import melonbench.strategies.base as base
-    from melonbench.cuda_graph import graphed_steps
+    from melonbench.cuda_graph import graph_report
     from melonbench.history import History
     from melonbench.negatives import sample_negatives, sample_training_negatives
     from melonbench.strategies import build_strategy
@@ -82,12 +82,12 @@ def steps_on(device: torch.device, strategy_name: str, model_name: str, steps: i
             mirror.advance(BATCH)
     finally:
         base.sample_training_negatives = original
-    graphs = graphed_steps(strategy)
+    replays, failure = graph_report(strategy)
     return {
         "params": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "losses": losses,
-        "replays": sum(g.replays for g in graphs),
-        "graph_failure": "; ".join(g.failure for g in graphs if g.failure) or None,
+        "replays": replays,
+        "graph_failure": failure,
     }
 
 

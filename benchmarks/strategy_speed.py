@@ -94,7 +94,7 @@ def measure(
 
 
 def _time_batches(strategy_name, model_name, device, batches, warmup, settings) -> dict:
-    from melonbench.cuda_graph import graphed_steps
+    from melonbench.cuda_graph import graph_report
     from melonbench.history import History
     from melonbench.models import build_model
     from melonbench.negatives import sample_negatives
@@ -137,13 +137,13 @@ def _time_batches(strategy_name, model_name, device, batches, warmup, settings) 
         peak = torch.cuda.max_memory_allocated(device)
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    graphs = graphed_steps(strategy)  # CUDA graphs: how many batches a replay served, or why none
+    replays, failure = graph_report(strategy)  # CUDA graphs: how many batches a replay served, or why none
     return {
         "strategy": strategy_name,
         "model": model_name,
         "device": device.type,
-        "graph_replays": sum(g.replays for g in graphs),
-        "graph_failure": "; ".join(g.failure for g in graphs if g.failure) or None,
+        "graph_replays": replays,
+        "graph_failure": failure,
         "rank_s": statistics.median(rank_s),
         "update_s": statistics.median(update_s),
         "peak_bytes": peak,

@@ -143,6 +143,12 @@ def graphed_steps(strategy: object) -> list[GraphedStep]:
     return [v for v in vars(strategy).values() if isinstance(v, GraphedStep)]
 
 
+def graph_report(strategy: object) -> tuple[int, str | None]:
+    """How many calls a graph replay served across ``strategy``'s steps, and why capture failed (None: it did not)."""
+    steps = graphed_steps(strategy)
+    return sum(g.replays for g in steps), "; ".join(g.failure for g in steps if g.failure) or None
+
+
 def _on_gpu(t: torch.Tensor) -> bool:
     return t.is_cuda
 
