@@ -115,6 +115,7 @@ def test_seeds_runs_seeds_zero_to_n_minus_one(captured):
         (["--model", "ncff"], "Unknown model 'ncff'. Did you mean 'ncf'?"),
         (["--set", "lr"], "--set expects key=value"),
         (["--set", "momentum=0.9"], "unknown setting 'momentum'"),
+        (["--strategy", "frozen", "--set", "lr=0.1"], "unknown setting 'lr' for FrozenConfig; it takes no settings"),
         (["--set", "lr=fast"], "setting 'lr' expects float"),
         (["--protocol", "sampled"], "--protocol must be leakfree or paper"),
         (["--strategy", "frozen", "--sparse-updates"], "--sparse-updates does not apply to 'frozen'"),

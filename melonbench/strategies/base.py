@@ -177,7 +177,8 @@ def parse_config(config_cls: type, params: tuple[tuple[str, str], ...]) -> Any:
     for key, raw in params:
         if key not in fields:
             raise MelonbenchError(
-                f"unknown setting '{key}' for {config_cls.__qualname__}; valid: {', '.join(sorted(fields))}"
+                f"unknown setting '{key}' for {config_cls.__qualname__}; "
+                + (f"valid: {', '.join(sorted(fields))}" if fields else "it takes no settings")
             )
         kind = hints[key]
         try:
