@@ -82,18 +82,20 @@ def measure(
     warmup: int,
     settings: tuple[tuple[str, str], ...] = (),
     kernels: str = "deterministic",
+    profile: int = 0,
 ) -> dict:
     """Time ``warmup + batches`` online batches of one pair in this process.
 
     ``kernels``: "deterministic" (what ``melonbench run`` uses on CUDA) or "fast" (PyTorch's defaults).
+    ``profile``: when > 0, profile a few more batches afterwards and return the top ``profile`` operators.
     """
     from melonbench.determinism import deterministic
 
     with deterministic(device) if kernels == "deterministic" else contextlib.nullcontext():
-        return _time_batches(strategy_name, model_name, device, batches, warmup, settings)
+        return _time_batches(strategy_name, model_name, device, batches, warmup, settings, profile)
 
 
-def _time_batches(strategy_name, model_name, device, batches, warmup, settings) -> dict:
+def _time_batches(strategy_name, model_name, device, batches, warmup, settings, profile=0) -> dict:
     from melonbench.cuda_graph import graph_report
     from melonbench.history import History
     from melonbench.models import build_model
@@ -114,7 +116,8 @@ def _time_batches(strategy_name, model_name, device, batches, warmup, settings) 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rank_s, update_s = [], []
-    for index in range(warmup + batches):
+
+    def one_batch(index: int) -> dict[str, float]:
         lo = history.cursor
         positions = torch.arange(lo, lo + BATCH, device=device)
         users, items = stream.users[lo : lo + BATCH], stream.items[lo : lo + BATCH]
@@ -129,7 +132,10 @@ def _time_batches(strategy_name, model_name, device, batches, warmup, settings) 
                 history,
             )
         history.advance(BATCH)
-        times = watch.pop()
+        return watch.pop()
+
+    for index in range(warmup + batches):
+        times = one_batch(index)
         if index >= warmup:
             rank_s.append(times["rank"])
             update_s.append(times["update"])
@@ -138,6 +144,9 @@ def _time_batches(strategy_name, model_name, device, batches, warmup, settings) 
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     replays, failure = graph_report(strategy)  # CUDA graphs: how many batches a replay served, or why none
+    table = ""
+    if profile:  # after the timing, so that the profiler's overhead is in no figure
+        table = _profile(lambda i: one_batch(warmup + batches + i), device, profile)
     return {
         "strategy": strategy_name,
         "model": model_name,
@@ -148,7 +157,28 @@ def _time_batches(strategy_name, model_name, device, batches, warmup, settings) 
         "update_s": statistics.median(update_s),
         "peak_bytes": peak,
         "threads": torch.get_num_threads(),
+        "profile": table,
     }
+
+
+def _profile(one_batch, device: torch.device, rows: int, batches: int = 5) -> str:
+    """The operators that take the most time over ``batches`` more batches, device time first on CUDA.
+
+    Under a CUDA graph the kernels a replay launches are listed by name (CUPTI sees them), so the table says
+    what a graphed step spends its GPU time on, where the eager figures are dominated by launches.
+    """
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda
+    with torch_profile(activities=activities) as prof:
+        for i in range(batches):
+            one_batch(i)
+        if cuda:
+            torch.cuda.synchronize(device)
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    return f"{batches} batches profiled\n" + prof.key_averages().table(sort_by=sort, row_limit=rows)
 
 
 def main() -> None:
@@ -181,6 +211,13 @@ def main() -> None:
         help="CUDA kernels: deterministic (what runs use, bit-repeatable), fast (PyTorch's defaults), or both "
         "comma-separated (every pair with each, interleaved)",
     )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="ROWS",
+        help="after timing, profile 5 more batches of each pair and print its ROWS most expensive operators",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: "strategy:model"
     args = parser.parse_args()
     kernel_sets = args.kernels.split(",")
@@ -192,7 +229,8 @@ def main() -> None:
     if args.one:
         strategy, model = args.one.split(":")
         settings = tuple(tuple(kv.split("=", 1)) for kv in args.set)
-        print(json.dumps(measure(strategy, model, device, args.batches, args.warmup, settings, args.kernels)))
+        found = measure(strategy, model, device, args.batches, args.warmup, settings, args.kernels, args.profile)
+        print(json.dumps(found))
         return
 
     jobs = [
@@ -223,6 +261,8 @@ def main() -> None:
                     str(args.threads),
                     "--kernels",
                     kernels,
+                    "--profile",
+                    str(args.profile),
                     *(f"--set={kv}" for kv in args.set),
                 ],
                 capture_output=True,
@@ -241,6 +281,8 @@ def main() -> None:
                 + (f", graph capture failed: {found['graph_failure']}" if found["graph_failure"] else ""),
                 file=sys.stderr,
             )
+            if found["profile"]:
+                print(f"\n{strategy}/{model} ({kernels}): {found['profile']}", file=sys.stderr)
     rows = [combine(found) for found in runs.values() if found]
     if args.threads:
         torch.set_num_threads(args.threads)

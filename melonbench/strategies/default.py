@@ -32,7 +32,7 @@ class DefaultConfig:
     lr: float = 1e-3  # paper, Sec. 5.1
     weight_decay: float = 1e-3  # paper, Sec. 5.1 (reference code: 1e-6)
     sparse: bool = False  # lazy Adam on touched rows only (not the paper's optimiser)
-    cuda_graphs: bool = False  # on CUDA, replay each batch's step as a CUDA graph (docs/melon.md; dense Adam only)
+    cuda_graphs: bool = True  # on CUDA, replay each batch's step as a CUDA graph (docs/melon.md; dense Adam only)
 
 
 class Default(Strategy):

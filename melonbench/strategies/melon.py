@@ -84,7 +84,7 @@ class MelonConfig:
     chunk: int = 0  # (interaction, dense weight) pairs per chunk, bounds memory; 0 = 2^15 on CPU, 2^20 on GPU
     capture_layout: str = "slots"  # learning-rate capture columns: "slots" or "params" (docs/melon.md)
     capture_dense: int = 4096  # at most this many dense-weight columns in a capture (evenly spaced)
-    cuda_graphs: bool = False  # on CUDA, replay each batch's steps as a CUDA graph (docs/melon.md; off until measured)
+    cuda_graphs: bool = True  # on CUDA, replay each batch's steps as a CUDA graph (docs/melon.md; no effect on CPU)
     graph_bucket: int = 0  # with cuda_graphs: B^last padded to a multiple of this (0: to 2|B_t|, one graph)
 
 

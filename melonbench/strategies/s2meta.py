@@ -80,7 +80,7 @@ class S2MetaConfig:
     meta_weight_decay: float = 1e-6  # meta-optimiser weight decay (docs/strategies.md)
     meta_clip: float = 0.25  # meta-gradient value clip (docs/strategies.md)
     meta_epochs: int = 3  # passes over the pre-training part to pre-train the MetaLSTMs (as MeLON, MWNet, MetaSGD)
-    cuda_graphs: bool = False  # on CUDA, replay each batch's steps as a CUDA graph (docs/baselines.md)
+    cuda_graphs: bool = True  # on CUDA, replay each batch's steps as a CUDA graph (docs/baselines.md)
 
 
 CHUNK = 4096
@@ -200,12 +200,10 @@ class S2Meta(Strategy):
                     for t in self.targets
                 }
             ).to(device)
-        # a graph needs the states' buffers allocated up front (LazyState grows them, after host synchronisations)
-        State = DenseState if config.cuda_graphs else LazyState
-        self.states = {
-            t.name: State(t.rows_view().shape[0], t.rows_view().shape[1], config.hidden, device) for t in self.targets
-        }
         graphs = config.cuda_graphs and device.type == "cuda"
+        # a graph needs the states' buffers allocated up front (LazyState grows them, after host synchronisations);
+        # without one, the lazy store keeps memory to the rows the stream touches (2 · dim · hidden floats a row)
+        self.states = self._new_states(DenseState if graphs else LazyState)
         self.meta_optimizer = torch.optim.Adam(
             self.lstms.parameters(),
             lr=config.meta_lr,
@@ -215,6 +213,14 @@ class S2Meta(Strategy):
         )
         self.generator = generator(seed, "s2meta-last-negatives", device)
         self._graphed = GraphedStep(self._fixed_step, enabled=graphs)
+
+    def _new_states(self, State: type) -> dict[str, LazyState | DenseState]:
+        """An empty LSTM state store of kind ``State`` for every target, keyed by target name."""
+        device = next(self.lstms.parameters()).device
+        return {
+            t.name: State(t.rows_view().shape[0], t.rows_view().shape[1], self.config.hidden, device)
+            for t in self.targets
+        }
 
     def _rows(self, target: _Target, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         if target.kind == "dense":
