@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # One prepared GPU check for a session that is lent a device (issues 4 and 5). Sections, chosen by $SECTIONS
-# (default "graphs replay", at most 9.5 minutes; "all" for every one, about 15):
-#   graphs      every strategy (eALS is Default's step) replayed as a CUDA graph (`--set cuda_graphs=true`, never run on
-#               a GPU before): does the capture work, does it compute what the CPU computes (cuda_parity.py,
-#               8 batches), and how fast is it beside the eager step (strategy_speed.py);
-#   strategies  every strategy's seconds per batch and peak memory on CUDA, at the Grocery size;
+# (default "fused strategies", about 6 minutes; "all" for every one, about 20):
+#   fused       MeLON's dense step as two Triton kernels (`--set fused_role=true`, never run on a GPU before): does it
+#               compile, does it compute what the CPU computes (cuda_parity.py, 8 batches, in the CUDA graph), and
+#               how fast is MeLON-NCF with it (strategy_speed.py, beside the unfused step, then the device time);
+#   strategies  every strategy's seconds per batch and peak memory on CUDA, at the Grocery size (CUDA graphs on,
+#               the default since 2026-11-28);
+#   graphs      every strategy's step as a CUDA graph against the CPU (8 batches, "graph replays" 6) and beside its
+#               eager step (`cuda_graphs=false`); measured on an H200 on 2026-11-28 (docs/melon.md);
 #   kernels     what the deterministic kernels cost (Default, MeLON, S²Meta with each kind, interleaved);
 #   replay      the replay loop's seconds per batch (replay_speed.py), Default's update eager and as a graph;
 #   end_to_end  only where polars and platformdirs import (carried as wheels in .whl/, see below): the product
@@ -27,8 +30,8 @@
 set -uo pipefail
 
 device="${DEVICE:-cuda}"
-sections="${SECTIONS:-graphs replay}"
-[ "$sections" = all ] && sections="graphs strategies kernels replay end_to_end parity"
+sections="${SECTIONS:-fused strategies}"
+[ "$sections" = all ] && sections="fused strategies graphs kernels replay end_to_end parity"
 want() { [[ " $sections " == *" $1 "* ]]; }
 batches="${BATCHES:-20}"
 out="${OUT:-/tmp/device_check}"
@@ -44,26 +47,38 @@ fi
     python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, torch.cuda.is_available())"
 } 2>&1 | tee "$out/device.txt"
 
-# graphs: every strategy but eALS (Default's step) as a CUDA graph (`@cuda_graphs=true`), against the CPU over 8 batches:
-#    2 eager warm-up batches, a capture whose replay does batch 3, replays after that, so the "graph replays"
-#    column must say 6 (or it names why capture failed). Then each one's speed beside its eager step (which also
-#    gives every strategy's current eager figure on the GPU), and MeLON with B^last padded to a multiple of 64
-#    instead of 2 |B_t| (NCF's dense pairs grow with the padding; one graph per size met).
-if want graphs; then
-    graphed=melon@cuda_graphs=true,default@cuda_graphs=true,mwnet@cuda_graphs=true,metasgd@cuda_graphs=true
-    graphed=$graphed,s2meta@cuda_graphs=true,sml@cuda_graphs=true
-    timeout 220 python3 benchmarks/cuda_parity.py --device "$device" --steps 8 --models bpr,ncf \
-        --strategies "$graphed" 2>&1 | tee "$out/graphs_parity_$device.txt"
-    timeout 250 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" \
-        --strategies "melon,default,mwnet,metasgd,s2meta,sml,$graphed,melon@cuda_graphs=true@graph_bucket=64" \
-        2>&1 | tee "$out/graphs_speed_$device.txt"
+# fused: MeLON-NCF with its dense step in two Triton kernels, against the CPU (which runs DenseStep) over 8 batches,
+#    inside the CUDA graph ("graph replays" 6; a kernel that fails to compile fails the pair with Triton's message),
+#    and without the graph; then its speed beside the unfused step, with B^last padded to a multiple of 64 too, and
+#    the 15 most expensive kernels of a fused batch (the unfused one spent 19 ms of kernels per batch).
+if want fused; then
+    timeout 100 python3 benchmarks/cuda_parity.py --device "$device" --steps 8 --models ncf \
+        --strategies melon@fused_role=true,melon@fused_role=true@cuda_graphs=false 2>&1 |
+        tee "$out/fused_parity_$device.txt"
+    timeout 130 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" --models ncf \
+        --strategies default,melon,melon@fused_role=true,melon@fused_role=true@graph_bucket=64 2>&1 |
+        tee "$out/fused_speed_$device.txt"
+    timeout 40 python3 benchmarks/strategy_speed.py --device "$device" --batches 5 --models ncf --profile 15 \
+        --strategies melon@fused_role=true 2>&1 | tee "$out/fused_profile_$device.txt"
 fi
 
 # strategies: every strategy on both models (SML on BPR only), with the deterministic kernels that runs use, 20 timed
 #    batches after 3 warm-up ones; each pair's figures are printed as they come, so a cut-short run keeps them.
 if want strategies; then
-    timeout 200 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" 2>&1 |
+    timeout 230 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" 2>&1 |
         tee "$out/strategy_speed_$device.txt"
+fi
+
+# graphs: every strategy but eALS (Default's step) as a CUDA graph, against the CPU over 8 batches: 2 eager warm-up
+#    batches, a capture whose replay does batch 3, replays after that, so the "graph replays" column must say 6 (or
+#    it names why capture failed); then each one's speed beside its eager step.
+if want graphs; then
+    timeout 220 python3 benchmarks/cuda_parity.py --device "$device" --steps 8 --models bpr,ncf \
+        --strategies melon,default,mwnet,metasgd,s2meta,sml 2>&1 | tee "$out/graphs_parity_$device.txt"
+    eager=melon@cuda_graphs=false,default@cuda_graphs=false,mwnet@cuda_graphs=false,metasgd@cuda_graphs=false
+    eager=$eager,s2meta@cuda_graphs=false,sml@cuda_graphs=false
+    timeout 360 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" \
+        --strategies "default,melon,mwnet,metasgd,s2meta,sml,$eager" 2>&1 | tee "$out/graphs_speed_$device.txt"
 fi
 
 # kernels: what the deterministic kernels cost: Default, MeLON and S²Meta with each kind, interleaved, two rounds.

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Triton kernels (melonbench/strategies/melon_fused.py) run in Triton's interpreter in the tests, on the CPU. Triton
+# reads this when it defines its own library functions, so it is set before anything imports Triton.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # CI clones the repository into a fresh folder with a copy of shared/ beside it, as in development.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

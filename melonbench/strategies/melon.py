@@ -15,7 +15,7 @@ embeddings) and a role part ``b_{x,m} = U h_{x,m}`` with ``h_{x,m} = MLP([θ_m, 
 Per-interaction gradients: closed form for BPR-MF, ``torch.func.vmap(grad)`` otherwise (see ``melon_grads``);
 NCF's dense weights get a rate per (interaction, weight) pair, computed in chunks of ``chunk`` pairs, each one
 autograd node (``melon_parts.DenseStep``) that recomputes its activations in the backward pass so that memory
-stays bounded.
+stays bounded (with ``fused_role`` on CUDA: all at once, in two Triton kernels, ``melon_fused``).
 
 Choices where the paper is silent (see docs/melon.md):
 - a parameter touched by several interactions gets the **sum** of their gradient steps (Eq. 5) and the **mean**
@@ -35,6 +35,7 @@ the role part batch-level inputs (mean loss, batch gradient of θ_m): one rate p
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -45,6 +46,7 @@ from melonbench.cuda_graph import GraphedStep, load_optimizer_state
 from melonbench.errors import MelonbenchError
 from melonbench.preprocess import prep
 from melonbench.seeding import derive_seed, generator
+from melonbench.strategies import melon_fused
 from melonbench.strategies.base import Strategy, lookahead_batch, padded_lookahead_batch
 from melonbench.strategies.melon_capture import capture
 from melonbench.strategies.melon_grads import (
@@ -86,6 +88,7 @@ class MelonConfig:
     capture_dense: int = 4096  # at most this many dense-weight columns in a capture (evenly spaced)
     cuda_graphs: bool = True  # on CUDA, replay each batch's steps as a CUDA graph (docs/melon.md; no effect on CPU)
     graph_bucket: int = 0  # with cuda_graphs: B^last padded to a multiple of this (0: to 2|B_t|, one graph)
+    fused_role: bool = False  # on CUDA, the role network over dense pairs in two Triton kernels (docs/melon.md)
 
 
 class Melon(Strategy):
@@ -116,6 +119,13 @@ class Melon(Strategy):
         # capturable: the step counter lives on the GPU, so that a graph replay advances it (same arithmetic)
         self.optimizer = torch.optim.Adam(self.phi.parameters(), lr=config.meta_lr, fused=True, capturable=graphs)
         self._graphed = GraphedStep(self._padded_step, enabled=graphs)
+        self._fused = config.fused_role and melon_fused.available(device, config.role_hidden)
+        if config.fused_role and device.type == "cuda" and not self._fused:
+            warnings.warn(
+                "fused_role needs Triton and a role_hidden that is a power of two (at least 16); "
+                "MeLON's dense step runs without it",
+                stacklevel=2,
+            )
         self.generator = generator(seed, f"{self.name}-lookahead-negatives", device)
         # scratch memory for the role network's [pairs, R] activations, reused batch after batch (not state)
         self._row_work, self._dense_work = Workspace(self.phi.gate_bias), Workspace(self.phi.gate_bias)
@@ -352,6 +362,8 @@ class Melon(Strategy):
                 role.second.bias,
                 role.head.weight,
             )
+            if self._fused:  # all pairs at once, their activations in registers only (melon_fused.py)
+                return melon_fused.FusedDenseStep.apply(theta, grads, per_x, gate_x, *weights, valid, mean)
             work = self._dense_work
             return torch.cat([DenseStep.apply(t, g, per_x, gate_x, *weights, valid, mean, work) for t, g in chunks])
 

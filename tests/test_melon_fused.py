@@ -1,0 +1,99 @@
+"""MeLON's fused dense step (``--set fused_role=true``, two Triton kernels) computes what ``DenseStep`` computes.
+
+The kernels run on a GPU; here Triton's interpreter runs the same kernel code on the CPU (``TRITON_INTERPRET=1``,
+set by conftest.py before Triton is imported). What the interpreter cannot tell is whether the code
+compiles for a GPU and how fast it is: ``benchmarks/device_check.sh`` measures that.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import online_batches, tiny_model, tiny_stream
+
+from melonbench.history import History
+from melonbench.models import build_model
+from melonbench.strategies import build_strategy, melon_fused
+from melonbench.strategies.melon_parts import DenseStep
+
+
+@pytest.fixture
+def interpreted():
+    """melon_fused, whose kernels conftest.py has Triton define for its interpreter."""
+    pytest.importorskip("triton")
+    assert melon_fused.triton.knobs.runtime.interpret
+    return melon_fused
+
+
+def _step_and_grads(step, inputs, theta, grads, valid, mean):
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    new = step(theta, grads, *leaves, valid, mean)
+    (new * torch.linspace(-1, 1, new.shape[0])).sum().backward()
+    return [new.detach(), *(t.grad for t in leaves)]
+
+
+@pytest.mark.parametrize("mean", [False, True])
+@pytest.mark.parametrize("loss_rows", ["each", "one"])
+def test_fused_dense_step_equals_dense_step(interpreted, mean, loss_rows):
+    g = torch.Generator().manual_seed(0)
+    n, c, hidden = 6, 45, 16  # 45 columns: two programs of 32, the second one part empty
+    theta = torch.randn(c, generator=g)
+    grads = torch.randn(n, c, generator=g) * torch.logspace(-7, 0, c)  # both branches of prep (|g| vs e^-10)
+    grads[:, 3] = 0.0
+    valid = torch.tensor([1.0, 1, 0, 1, 1, 0])  # padding rows must add nothing
+    inputs = [
+        torch.randn(n if loss_rows == "each" else 1, hidden, generator=g),  # per_x
+        torch.randn(n, 2, generator=g),  # gate_x
+        torch.randn(hidden, generator=g),  # w_θ
+        torch.randn(hidden, 2, generator=g),  # W_g
+        torch.randn(hidden, hidden, generator=g) / 4,  # W_2
+        torch.randn(hidden, generator=g),  # b_2
+        torch.randn(2, hidden, generator=g),  # U
+    ]
+
+    def reference(*args):
+        return DenseStep.apply(*args, None)
+
+    expected = _step_and_grads(reference, inputs, theta, grads, valid, mean)
+    fused = _step_and_grads(interpreted.FusedDenseStep.apply, inputs, theta, grads, valid, mean)
+    names = ["new", "per_x", "gate_x", "w_theta", "w_grad", "w2", "b2", "head"]
+    for name, a, b in zip(names, expected, fused, strict=True):
+        assert a.shape == b.shape, name
+        assert a.abs().max() > 0, name  # every gradient is exercised
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max(), name
+
+
+def test_fused_melon_updates_ncf_as_the_unfused_one(interpreted, monkeypatch):
+    calls = []
+    apply = interpreted.FusedDenseStep.apply
+    monkeypatch.setattr(interpreted.FusedDenseStep, "apply", lambda *a: calls.append(1) or apply(*a))
+    stream = tiny_stream()
+    runs = []
+    for fused in ("false", "true"):
+        history = History(stream.users, stream.items, stream.n_users, stream.n_items, cursor=stream.pretrain_end)
+        torch.manual_seed(0)  # an NCF small enough for the interpreter: 45 dense weights
+        model = build_model("ncf", stream.n_users, stream.n_items, dim=4, layers=(4,))
+        strategy = build_strategy("melon", model, (("fused_role", fused),), 0)
+        for batch in online_batches(stream, history, count=3):
+            strategy.online_step(batch, history)
+            history.advance(len(batch))
+        runs.append((model.state_dict(), strategy.phi.state_dict()))
+    assert len(calls) == 6  # the look-ahead and the update of each batch
+    for plain, fused in zip(*runs, strict=True):
+        for key, a in plain.items():
+            assert torch.allclose(a, fused[key], rtol=1e-5, atol=1e-6), key
+
+
+def test_fused_kernels_need_a_power_of_two_width(interpreted):
+    assert interpreted.available(torch.device("cpu"), 16)
+    assert interpreted.available(torch.device("cpu"), 32)
+    assert not interpreted.available(torch.device("cpu"), 12)  # tl.dot takes powers of two
+    assert not interpreted.available(torch.device("cpu"), 8)  # ... of at least 16
+
+
+def test_without_the_interpreter_the_cpu_keeps_dense_step(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert not melon_fused.available(torch.device("cpu"), 16)
+    stream = tiny_stream()
+    strategy = build_strategy("melon", tiny_model("ncf", stream), (("fused_role", "true"),), 0)
+    assert not strategy._fused
