@@ -63,9 +63,11 @@ if want fused; then
 fi
 
 # strategies: every strategy on both models (SML on BPR only), with the deterministic kernels that runs use, 20 timed
-#    batches after 3 warm-up ones; each pair's figures are printed as they come, so a cut-short run keeps them.
+#    batches after 3 warm-up ones; each pair's figures are printed as they come, so a cut-short run keeps them. Then
+#    5 profiled batches per pair, its 12 most expensive kernels: what a graphed step spends its device time on, and
+#    (its update time less that) what the preparation outside the graph costs.
 if want strategies; then
-    timeout 230 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" 2>&1 |
+    timeout 240 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" --profile 12 2>&1 |
         tee "$out/strategy_speed_$device.txt"
 fi
 
