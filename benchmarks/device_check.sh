@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared GPU check for a session that is lent a device (issues 4 and 5). Sections, chosen by $SECTIONS
-# (default "fused strategies", about 6 minutes; "all" for every one, about 20):
+# (default "fused end_to_end strategies", at most 9.5 minutes; "all" for every one, about 20):
 #   fused       MeLON's dense step as two Triton kernels (`--set fused_role=true`, never run on a GPU before): does it
 #               compile, does it compute what the CPU computes (cuda_parity.py, 8 batches, in the CUDA graph), and
 #               how fast is MeLON-NCF with it (strategy_speed.py, beside the unfused step, then the device time);
@@ -30,7 +30,7 @@
 set -uo pipefail
 
 device="${DEVICE:-cuda}"
-sections="${SECTIONS:-fused strategies}"
+sections="${SECTIONS:-fused end_to_end strategies}"
 [ "$sections" = all ] && sections="fused strategies graphs kernels replay end_to_end parity"
 want() { [[ " $sections " == *" $1 "* ]]; }
 batches="${BATCHES:-20}"
@@ -67,7 +67,7 @@ fi
 #    5 profiled batches per pair, its 12 most expensive kernels: what a graphed step spends its device time on, and
 #    (its update time less that) what the preparation outside the graph costs.
 if want strategies; then
-    timeout 240 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" --profile 12 2>&1 |
+    timeout 200 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" --profile 12 2>&1 |
         tee "$out/strategy_speed_$device.txt"
 fi
 
