@@ -34,7 +34,9 @@ def _step_and_grads(step, inputs, theta, grads, valid, mean):
 
 @pytest.mark.parametrize("mean", [False, True])
 @pytest.mark.parametrize("loss_rows", ["each", "one"])
-def test_fused_dense_step_equals_dense_step(interpreted, mean, loss_rows):
+@pytest.mark.parametrize("rows_per_program", [128, 4])  # 6 rows in one row block, or in two (4 + 2)
+def test_fused_dense_step_equals_dense_step(interpreted, monkeypatch, mean, loss_rows, rows_per_program):
+    monkeypatch.setattr(interpreted, "ROWS", rows_per_program)
     g = torch.Generator().manual_seed(0)
     n, c, hidden = 6, 45, 16  # 45 columns: two programs of 32, the second one part empty
     theta = torch.randn(c, generator=g)
@@ -67,6 +69,7 @@ def test_fused_melon_updates_ncf_as_the_unfused_one(interpreted, monkeypatch):
     calls = []
     apply = interpreted.FusedDenseStep.apply
     monkeypatch.setattr(interpreted.FusedDenseStep, "apply", lambda *a: calls.append(1) or apply(*a))
+    monkeypatch.setattr(interpreted, "ROWS", 16)  # B^last's and B_t's rows over several row blocks
     stream = tiny_stream()
     runs = []
     for fused in ("false", "true"):

@@ -3,12 +3,14 @@
 :class:`~melonbench.strategies.melon_parts.DenseStep` computes the same thing with PyTorch operations, which write
 the role network's ``[pairs, R]`` activations to memory several times over: on a GPU with CUDA graphs, NCF's
 look-ahead (≈ 10 million (interaction, dense weight) pairs) is then bound by that memory traffic (docs/melon.md,
-"CUDA graphs"). Here each program owns ``BLOCK`` dense weights (columns) and walks the interactions (rows) one by
-one, each pair's R-wide activations living in registers only:
+"CUDA graphs"). Here each program owns ``BLOCK`` dense weights (columns) and ``ROWS`` interactions (rows), and
+walks its rows one by one, each pair's R-wide activations living in registers only:
 
-- the forward kernel writes the ``[c]`` new weights and nothing else;
+- the forward kernel writes, per row block, the summed steps and forget rates of its columns (``[c]`` each);
 - the backward kernel recomputes the activations and reduces the meta-gradients into one partial sum per
-  program, which PyTorch then adds up in a fixed order: no atomics, so two runs give the same bits.
+  program;
+
+PyTorch then adds the partial sums up in a fixed order: no atomics, so two runs give the same bits.
 
 Used only where Triton runs: on CUDA, or anywhere under ``TRITON_INTERPRET=1`` (how the tests check it on a CPU
 against :class:`DenseStep`). The matrix products use full fp32 (``input_precision="ieee"``, no TF32).
@@ -29,6 +31,9 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 BLOCK = 32
 """Dense weights per program: a ``[BLOCK, R]`` tile of activations (tl.dot needs at least 16)."""
+ROWS = 128
+"""Interactions per program: NCF's 20,865 dense weights make 652 column blocks, and B^last's ≈ 512 rows in 4 row
+blocks give ≈ 2,600 programs, enough to fill a GPU (column blocks alone would leave most of it idle)."""
 P = 10.0
 """The gradient preprocessing's ``p`` (:func:`melonbench.preprocess.prep`)."""
 
@@ -52,35 +57,38 @@ class FusedDenseStep(torch.autograd.Function):
         theta, grads, per_x, gate_x = (t.contiguous() for t in (theta, grads, per_x, gate_x))
         weights = tuple(t.contiguous() for t in (w_theta, w_grad, w2, b2, head))
         n_valid = valid.sum().clamp_min(1).reshape(1)
-        new = torch.empty_like(theta)
         n, c = grads.shape
         hidden = w2.shape[0]
-        _forward[(triton.cdiv(c, BLOCK),)](
-            theta, grads, per_x, gate_x, *weights, valid.contiguous(), n_valid, new,
+        # per row block: Σ_x v w g and Σ_x v f of its rows, for every column
+        parts = grads.new_empty(2, triton.cdiv(n, ROWS), c)
+        _forward[(triton.cdiv(c, BLOCK), triton.cdiv(n, ROWS))](
+            theta, grads, per_x, gate_x, *weights, valid.contiguous(), parts[0], parts[1],
             n, c, per_x.stride(0) if per_x.shape[0] > 1 else 0,
             math.exp(-P), math.exp(P),
-            R=hidden, BLOCK=BLOCK, MEAN=bool(mean), P=P, num_warps=2,
+            R=hidden, BLOCK=BLOCK, ROWS=ROWS, P=P, num_warps=2,
         )  # fmt: skip
+        step, keep = parts.sum(1)  # fixed-order reductions: deterministic
         ctx.save_for_backward(theta, grads, per_x, gate_x, *weights, valid, n_valid)
         ctx.mean = bool(mean)
-        return new
+        return keep / n_valid * theta - (step / n_valid if mean else step)
 
     @staticmethod
     def backward(ctx, d_new):
         theta, grads, per_x, gate_x, w_theta, w_grad, w2, b2, head, valid, n_valid = ctx.saved_tensors
         n, c = grads.shape
         hidden = w2.shape[0]
-        programs = triton.cdiv(c, BLOCK)
-        # per program: its share of d per_x [n, R] and d gate_x [n, 2], and of the weights' gradients, flat:
-        # W_2 (R·R), b_2, U row 0, U row 1, w_θ, W_g column 0, W_g column 1 (R each)
-        part_x = grads.new_empty(programs, n, hidden + 2)
-        part_w = grads.new_empty(programs, hidden * hidden + 6 * hidden)
-        _backward[(programs,)](
+        blocks = triton.cdiv(c, BLOCK)
+        # per column block: its share of d per_x [n, R] and d gate_x [n, 2] (each row in one row block); per
+        # program: its share of the weights' gradients, flat: W_2 (R·R), b_2, U row 0, U row 1, w_θ, W_g column 0,
+        # W_g column 1 (R each)
+        part_x = grads.new_empty(blocks, n, hidden + 2)
+        part_w = grads.new_empty(blocks * triton.cdiv(n, ROWS), hidden * hidden + 6 * hidden)
+        _backward[(blocks, triton.cdiv(n, ROWS))](
             theta, grads, per_x, gate_x, w_theta, w_grad, w2, b2, head, valid, n_valid, d_new.contiguous(),
             part_x, part_w,
             n, c, per_x.stride(0) if per_x.shape[0] > 1 else 0,
             math.exp(-P), math.exp(P),
-            R=hidden, BLOCK=BLOCK, MEAN=ctx.mean, P=P, num_warps=2,
+            R=hidden, BLOCK=BLOCK, ROWS=ROWS, MEAN=ctx.mean, P=P, num_warps=2,
         )  # fmt: skip
         by_x, by_w = part_x.sum(0), part_w.sum(0)  # fixed-order reductions: deterministic
         d_per_x, d_gate_x = by_x[:, :hidden], by_x[:, hidden:]
@@ -135,17 +143,18 @@ if triton is not None:
     @triton.jit
     def _forward(
         theta_ptr, grads_ptr, per_x_ptr, gate_x_ptr, w_theta_ptr, w_grad_ptr, w2_ptr, b2_ptr, head_ptr,
-        valid_ptr, n_valid_ptr, new_ptr,
+        valid_ptr, step_ptr, keep_ptr,
         n, c, stride_px, small, big_scale,
-        R: tl.constexpr, BLOCK: tl.constexpr, MEAN: tl.constexpr, P: tl.constexpr,
+        R: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr, P: tl.constexpr,
     ):  # fmt: skip
         cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        first = tl.program_id(1) * ROWS
         live = cols < c
         theta = tl.load(theta_ptr + cols, mask=live, other=0.0)
         w_theta, wg0, wg1, w2t, b2, u0, u1 = _role_weights(w_theta_ptr, w_grad_ptr, w2_ptr, b2_ptr, head_ptr, R)
         step = tl.zeros([BLOCK], dtype=tl.float32)
         keep = tl.zeros([BLOCK], dtype=tl.float32)
-        for x in range(n):
+        for x in range(first, tl.minimum(first + ROWS, n)):
             v = tl.load(valid_ptr + x)
             g, f0, f1, h1, pre2, h2, lr, forget = _pair_gates(
                 x, theta, cols, live, c, grads_ptr, per_x_ptr, stride_px, gate_x_ptr, small, big_scale,
@@ -153,20 +162,18 @@ if triton is not None:
             )  # fmt: skip
             step += v * (lr * g)
             keep += v * forget
-        n_valid = tl.load(n_valid_ptr)
-        if MEAN:
-            step = step / n_valid
-        tl.store(new_ptr + cols, keep / n_valid * theta - step, mask=live)
+        tl.store(step_ptr + tl.program_id(1) * c + cols, step, mask=live)
+        tl.store(keep_ptr + tl.program_id(1) * c + cols, keep, mask=live)
 
     @triton.jit
     def _backward(
         theta_ptr, grads_ptr, per_x_ptr, gate_x_ptr, w_theta_ptr, w_grad_ptr, w2_ptr, b2_ptr, head_ptr,
         valid_ptr, n_valid_ptr, d_new_ptr, part_x_ptr, part_w_ptr,
         n, c, stride_px, small, big_scale,
-        R: tl.constexpr, BLOCK: tl.constexpr, MEAN: tl.constexpr, P: tl.constexpr,
+        R: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr, MEAN: tl.constexpr, P: tl.constexpr,
     ):  # fmt: skip
-        program = tl.program_id(0)
-        cols = program * BLOCK + tl.arange(0, BLOCK)
+        block, first = tl.program_id(0), tl.program_id(1) * ROWS
+        cols = block * BLOCK + tl.arange(0, BLOCK)
         live = cols < c
         r = tl.arange(0, R)
         theta = tl.load(theta_ptr + cols, mask=live, other=0.0)
@@ -181,8 +188,8 @@ if triton is not None:
         acc_wt = tl.zeros([R], dtype=tl.float32)
         acc_wg0 = tl.zeros([R], dtype=tl.float32)
         acc_wg1 = tl.zeros([R], dtype=tl.float32)
-        row_out = part_x_ptr + program * n * (R + 2)
-        for x in range(n):
+        row_out = part_x_ptr + block * n * (R + 2)
+        for x in range(first, tl.minimum(first + ROWS, n)):
             v = tl.load(valid_ptr + x)
             g, f0, f1, h1, pre2, h2, lr, forget = _pair_gates(
                 x, theta, cols, live, c, grads_ptr, per_x_ptr, stride_px, gate_x_ptr, small, big_scale,
@@ -206,7 +213,7 @@ if triton is not None:
             tl.store(row_out + x * (R + 2) + r, tl.sum(d_pre1, 0))
             tl.store(row_out + x * (R + 2) + R, tl.sum(d0, 0))
             tl.store(row_out + x * (R + 2) + R + 1, tl.sum(d1, 0))
-        out = part_w_ptr + program * (R * R + 6 * R)
+        out = part_w_ptr + (block * tl.num_programs(1) + tl.program_id(1)) * (R * R + 6 * R)
         tl.store(out + r[:, None] * R + r[None, :], acc_w2)
         tl.store(out + R * R + r, acc_b2)
         tl.store(out + R * R + R + r, acc_u0)
