@@ -1,11 +1,15 @@
 """MeLON's fused dense step (``--set fused_role=true``, two Triton kernels) computes what ``DenseStep`` computes.
 
 The kernels run on a GPU; here Triton's interpreter runs the same kernel code on the CPU (``TRITON_INTERPRET=1``,
-set by conftest.py before Triton is imported). What the interpreter cannot tell is whether the code
-compiles for a GPU and how fast it is: ``benchmarks/device_check.sh`` measures that.
+set by conftest.py before Triton is imported), and Triton compiles them for a GPU it does not have (its own
+``ptxas``). How fast they are is for ``benchmarks/device_check.sh``.
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -100,3 +104,15 @@ def test_without_the_interpreter_the_cpu_keeps_dense_step(monkeypatch):
     stream = tiny_stream()
     strategy = build_strategy("melon", tiny_model("ncf", stream), (("fused_role", "true"),), 0)
     assert not strategy._fused
+
+
+def test_fused_kernels_compile_for_hopper_and_ampere(tmp_path):
+    # the interpreter runs Python, so it cannot tell whether the kernels compile: compile them for sm_90 and sm_80
+    # in a process without TRITON_INTERPRET, into a fresh cache (a cached kernel would not be compiled again)
+    pytest.importorskip("triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"TRITON_CACHE_DIR": str(tmp_path)}
+    code = "from melonbench.strategies.melon_fused import compile_for; print(*compile_for(90), *compile_for(80))"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("_forward for sm_") == 2
+    assert proc.stdout.count("_backward for sm_") == 4

@@ -36,6 +36,11 @@ ROWS = 128
 blocks give ≈ 2,600 programs, enough to fill a GPU (column blocks alone would leave most of it idle)."""
 P = 10.0
 """The gradient preprocessing's ``p`` (:func:`melonbench.preprocess.prep`)."""
+LAUNCH = {"num_warps": 2, "enable_fp_fusion": True}
+"""Compile options: two warps for a ``[32, 16]`` tile; multiply-adds contracted, as Triton has done by default (said
+explicitly: Triton 3.9 warns that its default will change)."""
+FLOATS = ("small", "big_scale")
+"""The kernels' fp32 scalar arguments (the others are pointers, ints and constants)."""
 
 
 def available(device: torch.device, hidden: int) -> bool:
@@ -43,6 +48,26 @@ def available(device: torch.device, hidden: int) -> bool:
     network width that ``tl.dot`` takes (a power of two, at least 16)."""
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     return triton is not None and (device.type == "cuda" or interpreted) and hidden >= 16 and hidden & (hidden - 1) == 0
+
+
+def compile_for(arch: int) -> list[str]:
+    """Compile the kernels for CUDA compute capability ``arch`` (80: A100, 90: H100) without a GPU, with Triton's own
+    ``ptxas``: what the interpreter cannot check (types, the shapes ``tl.dot`` takes). Returns what it compiled. Not
+    under ``TRITON_INTERPRET=1``, where the kernels are Python functions."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    done = []
+    for kernel, flags in ((_forward, {}), (_backward, {"MEAN": False}), (_backward, {"MEAN": True})):
+        constants = {"R": 16, "BLOCK": BLOCK, "ROWS": ROWS, "P": P, **flags}
+        signature = {
+            a: "constexpr" if a in constants else "*fp32" if a.endswith("_ptr") else "fp32" if a in FLOATS else "i32"
+            for a in kernel.arg_names
+        }
+        source = ASTSource(kernel, signature, {(kernel.arg_names.index(k),): v for k, v in constants.items()})
+        compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=LAUNCH)
+        done.append(f"{compiled.metadata.name} for sm_{arch}" + "".join(f", {k}={v}" for k, v in flags.items()))
+    return done
 
 
 class FusedDenseStep(torch.autograd.Function):
@@ -65,7 +90,7 @@ class FusedDenseStep(torch.autograd.Function):
             theta, grads, per_x, gate_x, *weights, valid.contiguous(), parts[0], parts[1],
             n, c, per_x.stride(0) if per_x.shape[0] > 1 else 0,
             math.exp(-P), math.exp(P),
-            R=hidden, BLOCK=BLOCK, ROWS=ROWS, P=P, num_warps=2,
+            R=hidden, BLOCK=BLOCK, ROWS=ROWS, P=P, **LAUNCH,
         )  # fmt: skip
         step, keep = parts.sum(1)  # fixed-order reductions: deterministic
         ctx.save_for_backward(theta, grads, per_x, gate_x, *weights, valid, n_valid)
@@ -88,7 +113,7 @@ class FusedDenseStep(torch.autograd.Function):
             part_x, part_w,
             n, c, per_x.stride(0) if per_x.shape[0] > 1 else 0,
             math.exp(-P), math.exp(P),
-            R=hidden, BLOCK=BLOCK, ROWS=ROWS, MEAN=ctx.mean, P=P, num_warps=2,
+            R=hidden, BLOCK=BLOCK, ROWS=ROWS, MEAN=ctx.mean, P=P, **LAUNCH,
         )  # fmt: skip
         by_x, by_w = part_x.sum(0), part_w.sum(0)  # fixed-order reductions: deterministic
         d_per_x, d_gate_x = by_x[:, :hidden], by_x[:, hidden:]
