@@ -21,6 +21,7 @@ from melonbench import __version__
 from melonbench.atomic import atomic_save_npy
 from melonbench.candidates import evaluation_negatives
 from melonbench.config import PrepareOptions, PretrainConfig, RunConfig, config_hash, to_jsonable
+from melonbench.cuda_graph import graph_report
 from melonbench.data.prepare import prepare_dataset
 from melonbench.data.store import PreparedDataset, load_dataset
 from melonbench.determinism import deterministic
@@ -279,6 +280,8 @@ def _run(config: RunConfig, device: torch.device, results_root: Path | None, hoo
             "name": device_name(device),
             "peak_memory_bytes": peak_memory_bytes(device),
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            # batches whose step was a CUDA graph replay (the others: warm-up and capture, or eager), or why none
+            "cuda_graphs": dict(zip(("replays", "failure"), graph_report(strategy), strict=True)),
         },
         "versions": {"melonbench": __version__, "torch": torch.__version__, "python": sys.version.split()[0]},
         "git_commit": git_commit(),

@@ -100,6 +100,7 @@ def test_memorising_strategy_gains_nothing_on_the_batch_it_memorises(in_grocery,
     )
     assert len(metric_cols) == 12
     assert frozen.manifest["negatives_sha256"] == cheat.manifest["negatives_sha256"]
+    assert frozen.manifest["device"]["cuda_graphs"] == {"replays": 0, "failure": None}  # on the CPU: never graphed
 
 
 def brute_force_history(ds):
