@@ -35,7 +35,6 @@ the role part batch-level inputs (mean loss, batch gradient of θ_m): one rate p
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -119,13 +118,7 @@ class Melon(Strategy):
         # capturable: the step counter lives on the GPU, so that a graph replay advances it (same arithmetic)
         self.optimizer = torch.optim.Adam(self.phi.parameters(), lr=config.meta_lr, fused=True, capturable=graphs)
         self._graphed = GraphedStep(self._padded_step, enabled=graphs)
-        self._fused = config.fused_role and melon_fused.available(device, config.role_hidden)
-        if config.fused_role and device.type == "cuda" and not self._fused:
-            warnings.warn(
-                "fused_role needs Triton and a role_hidden that is a power of two (at least 16); "
-                "MeLON's dense step runs without it",
-                stacklevel=2,
-            )
+        self._fused = melon_fused.wanted(config.fused_role, device, config.role_hidden)
         self.generator = generator(seed, f"{self.name}-lookahead-negatives", device)
         # scratch memory for the role network's [pairs, R] activations, reused batch after batch (not state)
         self._row_work, self._dense_work = Workspace(self.phi.gate_bias), Workspace(self.phi.gate_bias)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import warnings
 
 import torch
 
@@ -44,6 +45,18 @@ def available(device: torch.device, hidden: int) -> bool:
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     has_triton = importlib.util.find_spec("triton") is not None  # Triton ships with PyTorch's CUDA builds
     return has_triton and (device.type == "cuda" or interpreted) and hidden >= 16 and hidden & (hidden - 1) == 0
+
+
+def wanted(requested: bool, device: torch.device, hidden: int) -> bool:
+    """Whether MeLON takes the fused step: ``fused_role`` asked for and :func:`available`; asked for on CUDA where
+    it cannot run, a warning says so (the dense step then runs as ``DenseStep``)."""
+    if requested and device.type == "cuda" and not available(device, hidden):
+        warnings.warn(
+            "fused_role needs Triton and a role_hidden that is a power of two (at least 16); "
+            "MeLON's dense step runs without it",
+            stacklevel=3,
+        )
+    return requested and available(device, hidden)
 
 
 def compile_for(arch: int) -> list[str]:
