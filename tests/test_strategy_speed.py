@@ -1,0 +1,25 @@
+"""benchmarks/strategy_speed.py: the profile after the timing stays within the stream's full batches."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import strategy_speed  # noqa: E402
+
+
+def test_the_stream_has_26_full_online_batches():
+    # 33,326 interactions, the last 20 % online (6,666 = 26 × 256 + 10): the short 27th is never timed or profiled
+    assert strategy_speed.ONLINE_BATCHES == 26
+
+
+def test_profile_takes_the_full_batches_left_and_says_when_none_are():
+    cpu = torch.device("cpu")
+    # 3 warm-up + 20 timed leave 3 full batches: profiled (a GPU run on 2026-11-28 crashed here on the short batch)
+    row = strategy_speed._time_batches("default", "bpr", cpu, batches=20, warmup=3, settings=(), profile=2)
+    assert "Self CPU time total" in row["profile"]
+    row = strategy_speed._time_batches("default", "bpr", cpu, batches=23, warmup=3, settings=(), profile=2)
+    assert row["profile"] == "no full batch left to profile after 3 + 23 of 26: lower --batches"
