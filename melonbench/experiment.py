@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -258,6 +259,7 @@ def _run(config: RunConfig, device: torch.device, results_root: Path | None, hoo
                 },
             )
 
+    fused = getattr(strategy, "fused", False)  # whether a strategy's own GPU kernels ran (MeLON's fused_role)
     manifest = {
         "run_id": run_id,
         "config": to_jsonable(config),
@@ -282,8 +284,14 @@ def _run(config: RunConfig, device: torch.device, results_root: Path | None, hoo
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
             # batches whose step was a CUDA graph replay (the others: warm-up and capture, or eager), or why none
             "cuda_graphs": dict(zip(("replays", "failure"), graph_report(strategy), strict=True)),
+            "fused_kernels": fused,
         },
-        "versions": {"melonbench": __version__, "torch": torch.__version__, "python": sys.version.split()[0]},
+        "versions": {
+            "melonbench": __version__,
+            "torch": torch.__version__,
+            "python": sys.version.split()[0],
+            **({"triton": importlib.import_module("triton").__version__} if fused else {}),
+        },
         "git_commit": git_commit(),
         "resumed_from_batch": done if state is not None else None,
         "wall_s": time.perf_counter() - started,

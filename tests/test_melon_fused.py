@@ -1,4 +1,4 @@
-"""MeLON's fused dense step (``--set fused_role=true``, two Triton kernels) computes what ``DenseStep`` computes.
+"""MeLON's fused dense step (``fused_role``, the default on CUDA: two Triton kernels) equals ``DenseStep``.
 
 The kernels run on a GPU; here Triton's interpreter runs the same kernel code on the CPU (``TRITON_INTERPRET=1``,
 set by conftest.py before Triton is imported), and Triton compiles them for a GPU it does not have (its own
@@ -22,10 +22,11 @@ from melonbench.strategies.melon_parts import DenseStep
 
 
 @pytest.fixture
-def interpreted():
-    """melon_fused, whose kernels conftest.py has Triton define for its interpreter."""
+def interpreted(monkeypatch):
+    """melon_fused, whose kernels conftest.py has Triton define for its interpreter, allowed on the CPU."""
     triton = pytest.importorskip("triton")
     assert triton.knobs.runtime.interpret
+    monkeypatch.setattr(melon_fused, "DEVICES", ("cuda", "cpu"))
     return melon_fused
 
 
@@ -98,12 +99,19 @@ def test_fused_kernels_need_a_power_of_two_width(interpreted):
     assert not interpreted.available(torch.device("cpu"), 8)  # ... of at least 16
 
 
-def test_without_the_interpreter_the_cpu_keeps_dense_step(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+def test_fused_is_the_default_on_cuda_and_the_cpu_keeps_dense_step():
+    assert melon_fused.DEVICES == ("cuda",)
     assert not melon_fused.available(torch.device("cpu"), 16)
     stream = tiny_stream()
-    strategy = build_strategy("melon", tiny_model("ncf", stream), (("fused_role", "true"),), 0)
-    assert not strategy._fused
+    strategy = build_strategy("melon", tiny_model("ncf", stream), (), 0)
+    assert strategy.config.fused_role and not strategy.fused  # asked for by default; on a CPU, DenseStep runs
+
+
+def test_fused_asked_for_on_cuda_where_it_cannot_run_warns(monkeypatch):
+    monkeypatch.setattr(melon_fused, "DEVICES", ("cuda", "cpu"))  # as on a GPU ...
+    with pytest.warns(UserWarning, match="power of two"):  # ... with a width tl.dot does not take
+        assert not melon_fused.wanted(True, torch.device("cpu"), 24)
+    assert not melon_fused.wanted(False, torch.device("cpu"), 16)
 
 
 def test_fused_kernels_compile_for_hopper_and_ampere(tmp_path):

@@ -7,6 +7,7 @@ polars group-by on the concatenated CSVs), close to the paper's Grocery (1,233 /
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections import defaultdict
 
 import numpy as np
@@ -86,6 +87,8 @@ def test_a_batch_is_ranked_before_the_update_that_could_memorise_it(in_grocery):
 
 def test_memorising_strategy_gains_nothing_on_the_batch_it_memorises(in_grocery, monkeypatch, tmp_path):
     monkeypatch.setitem(strategies.STRATEGIES, "memorise", Memorise)
+    triton = importlib.util.find_spec("triton") is not None
+    monkeypatch.setattr(Memorise, "fused", triton, raising=False)  # as a strategy whose own kernels ran says
     base = RunConfig(dataset="grocery", split="validation", pretrain=PRETRAIN)
     frozen = run_experiment(dataclasses.replace(base, strategy="frozen"), tmp_path)
     cheat = run_experiment(dataclasses.replace(base, strategy="memorise"), tmp_path)
@@ -101,6 +104,10 @@ def test_memorising_strategy_gains_nothing_on_the_batch_it_memorises(in_grocery,
     assert len(metric_cols) == 12
     assert frozen.manifest["negatives_sha256"] == cheat.manifest["negatives_sha256"]
     assert frozen.manifest["device"]["cuda_graphs"] == {"replays": 0, "failure": None}  # on the CPU: never graphed
+    assert frozen.manifest["device"]["fused_kernels"] is False and "triton" not in frozen.manifest["versions"]
+    if triton:  # the manifest names the Triton that compiled a strategy's kernels
+        assert cheat.manifest["device"]["fused_kernels"] is True
+        assert cheat.manifest["versions"]["triton"] == importlib.import_module("triton").__version__
 
 
 def brute_force_history(ds):

@@ -87,7 +87,7 @@ class MelonConfig:
     capture_dense: int = 4096  # at most this many dense-weight columns in a capture (evenly spaced)
     cuda_graphs: bool = True  # on CUDA, replay each batch's steps as a CUDA graph (docs/melon.md; no effect on CPU)
     graph_bucket: int = 0  # with cuda_graphs: B^last padded to a multiple of this (0: to 2|B_t|, one graph)
-    fused_role: bool = False  # on CUDA, the role network over dense pairs in two Triton kernels (docs/melon.md)
+    fused_role: bool = True  # on CUDA with Triton, the role network over dense pairs in two kernels (docs/melon.md)
 
 
 class Melon(Strategy):
@@ -118,7 +118,7 @@ class Melon(Strategy):
         # capturable: the step counter lives on the GPU, so that a graph replay advances it (same arithmetic)
         self.optimizer = torch.optim.Adam(self.phi.parameters(), lr=config.meta_lr, fused=True, capturable=graphs)
         self._graphed = GraphedStep(self._padded_step, enabled=graphs)
-        self._fused = melon_fused.wanted(config.fused_role, device, config.role_hidden)
+        self.fused = melon_fused.wanted(config.fused_role, device, config.role_hidden)  # in the run manifest
         self.generator = generator(seed, f"{self.name}-lookahead-negatives", device)
         # scratch memory for the role network's [pairs, R] activations, reused batch after batch (not state)
         self._row_work, self._dense_work = Workspace(self.phi.gate_bias), Workspace(self.phi.gate_bias)
@@ -355,7 +355,7 @@ class Melon(Strategy):
                 role.second.bias,
                 role.head.weight,
             )
-            if self._fused:  # all pairs at once, their activations in registers only (melon_fused.py)
+            if self.fused:  # all pairs at once, their activations in registers only (melon_fused.py)
                 return melon_fused.FusedDenseStep.apply(theta, grads, per_x, gate_x, *weights, valid, mean)
             work = self._dense_work
             return torch.cat([DenseStep.apply(t, g, per_x, gate_x, *weights, valid, mean, work) for t, g in chunks])
