@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One prepared GPU check for a session that is lent a device (issues 4 and 5). Sections, chosen by $SECTIONS
 # (default "fused end_to_end strategies", at most 9.5 minutes; "all" for every one, about 20):
-#   fused       MeLON's dense step as two Triton kernels (`--set fused_role=true`, never run on a GPU before): does it
-#               compile, does it compute what the CPU computes (cuda_parity.py, 8 batches, in the CUDA graph), and
-#               how fast is MeLON-NCF with it (strategy_speed.py, beside the unfused step, then the device time);
+#   fused       MeLON's dense step as two Triton kernels (`fused_role`, the default on CUDA since the H100 call of
+#               2026-11-28): which tile (BLOCK x ROWS x warps) is fastest while it agrees with DenseStep
+#               (fused_tune.py), then MeLON-NCF with the default tile beside `fused_role=false` (strategy_speed.py);
 #   strategies  every strategy's seconds per batch and peak memory on CUDA, at the Grocery size (CUDA graphs on,
 #               the default since 2026-11-28);
 #   graphs      every strategy's step as a CUDA graph against the CPU (8 batches, "graph replays" 6) and beside its
@@ -47,19 +47,18 @@ fi
     python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, torch.cuda.is_available())"
 } 2>&1 | tee "$out/device.txt"
 
-# fused: MeLON-NCF with its dense step in two Triton kernels, against the CPU (which runs DenseStep) over 8 batches,
-#    inside the CUDA graph ("graph replays" 6; a kernel that fails to compile fails the pair with Triton's message),
-#    and without the graph; then its speed beside the unfused step, with B^last padded to a multiple of 64 too, and
-#    the 15 most expensive kernels of a fused batch (the unfused one spent 19 ms of kernels per batch).
+# fused: MeLON-NCF's dense step in two Triton kernels. First every tile of fused_tune.py at NCF's look-ahead size
+#    against DenseStep on the GPU (the current tile 32x128x2 first; on the H100 the two kernels took 4.9 of a batch's
+#    9.6 ms of kernels, for ~1 ms of arithmetic); then MeLON-NCF's update with the current tile, with and without
+#    B^last padded to a multiple of 64, beside the unfused step (29-30 ms on the H100).
 if want fused; then
-    timeout 100 python3 benchmarks/cuda_parity.py --device "$device" --steps 8 --models ncf \
-        --strategies melon@fused_role=true,melon@fused_role=true@cuda_graphs=false 2>&1 |
-        tee "$out/fused_parity_$device.txt"
-    timeout 130 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" --models ncf \
-        --strategies default,melon,melon@fused_role=true,melon@fused_role=true@graph_bucket=64 2>&1 |
+    tune=()  # a dry run on a CPU: tiny inputs, in Triton's interpreter
+    [ "$device" = cpu ] && tune=(--rows 6 --columns 45 --repeats 1 --tiles 32x4x2,16x128x1) && export TRITON_INTERPRET=1
+    timeout 150 python3 benchmarks/fused_tune.py --device "$device" "${tune[@]}" 2>&1 | tee "$out/fused_tune_$device.txt"
+    unset TRITON_INTERPRET
+    timeout 100 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" --models ncf \
+        --strategies default,melon,melon@graph_bucket=64,melon@fused_role=false 2>&1 |
         tee "$out/fused_speed_$device.txt"
-    timeout 40 python3 benchmarks/strategy_speed.py --device "$device" --batches 5 --models ncf --profile 15 \
-        --strategies melon@fused_role=true 2>&1 | tee "$out/fused_profile_$device.txt"
 fi
 
 # strategies: every strategy on both models (SML on BPR only), with the deterministic kernels that runs use, 20 timed

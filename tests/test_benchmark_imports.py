@@ -28,6 +28,7 @@ LAZY = {
     "strategy_speed": ["determinism", "history", "models", "negatives", "strategies", "stream", "timing"],
     "cuda_parity": ["determinism", "history", "models", "negatives", "strategies", "strategies.base", "stream"],
     "replay_speed": [],
+    "fused_tune": ["strategies.melon_fused", "strategies.melon_parts"],
 }
 
 

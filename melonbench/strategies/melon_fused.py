@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import re
 import warnings
 
 import torch
@@ -61,27 +63,51 @@ def wanted(requested: bool, device: torch.device, hidden: int) -> bool:
     return requested and available(device, hidden)
 
 
-def compile_for(arch: int) -> list[str]:
+def compile_for(arch: int, block: int | None = None, rows: int | None = None, warps: int | None = None) -> list[str]:
     """Compile the kernels for CUDA compute capability ``arch`` (80: A100, 90: H100) without a GPU, with Triton's own
-    ``ptxas``: what the interpreter cannot check (types, the shapes ``tl.dot`` takes). Returns what it compiled. Not
-    under ``TRITON_INTERPRET=1``, where the kernels are Python functions."""
+    ``ptxas``: what the interpreter cannot check (types, the shapes ``tl.dot`` takes). ``block``, ``rows`` and
+    ``warps`` default to :data:`BLOCK`, :data:`ROWS` and ``LAUNCH["num_warps"]``. Returns one line per kernel, with
+    its registers per thread and stack bytes (spills) where Triton's ``cuobjdump`` reads them. Not under
+    ``TRITON_INTERPRET=1``, where the kernels are Python functions."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     from melonbench.strategies.melon_fused_kernels import backward, forward
 
+    tile = {"BLOCK": block or BLOCK, "ROWS": rows or ROWS}
+    options = LAUNCH | ({"num_warps": warps} if warps else {})
     done = []
     for kernel, flags in ((forward, {}), (backward, {"MEAN": False}), (backward, {"MEAN": True})):
-        constants = {"R": 16, "BLOCK": BLOCK, "ROWS": ROWS, "P": P, **flags}
+        constants = {"R": 16, "P": P, **tile, **flags}
         signature = {
             a: "constexpr" if a in constants else "*fp32" if a.endswith("_ptr") else "fp32" if a in FLOATS else "i32"
             for a in kernel.arg_names
         }
         source = ASTSource(kernel, signature, {(kernel.arg_names.index(k),): v for k, v in constants.items()})
-        compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=LAUNCH)
-        done.append(f"{compiled.metadata.name} for sm_{arch}" + "".join(f", {k}={v}" for k, v in flags.items()))
+        compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
+        named = "".join(f", {k}={v}" for k, v in flags.items())
+        done.append(f"{compiled.metadata.name} for sm_{arch}{named}{_resources(compiled.asm['cubin'])}")
     return done
+
+
+def _resources(cubin: bytes) -> str:
+    """``": 168 registers, 16 B stack"`` from ``cuobjdump --dump-resource-usage`` (shipped with Triton), or ``""``."""
+    import subprocess
+    import tempfile
+
+    import triton
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    if not os.path.exists(tool):
+        return ""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        usage = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True).stdout
+    found = dict(re.findall(r"(REG|STACK):(\d+)", usage))
+    return f": {found['REG']} registers, {found['STACK']} B stack" if "REG" in found and "STACK" in found else ""
 
 
 class FusedDenseStep(torch.autograd.Function):

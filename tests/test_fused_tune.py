@@ -1,0 +1,33 @@
+"""benchmarks/fused_tune.py, the tile sweep for the next GPU call, run here in Triton's interpreter."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import fused_tune  # noqa: E402
+
+from melonbench.strategies import melon_fused  # noqa: E402
+
+
+def test_tiles_agree_with_dense_step_and_a_refused_tile_is_a_row():
+    pytest.importorskip("triton")
+    before = (melon_fused.BLOCK, melon_fused.ROWS, melon_fused.LAUNCH)
+    args = ["--device", "cpu", "--rows", "6", "--columns", "45", "--tiles", "32x4x2,16x128x1,48x4x2", "--repeats", "1"]
+    dense, *tiles, refused = fused_tune.main(args)
+    assert dense["tile"] == "DenseStep" and dense["error"] == 0.0
+    for row in tiles:  # 45 columns over two blocks of 32 (or three of 16), 6 rows over one or two row blocks
+        assert row["error"] <= 1e-5 and row["repeats"], row
+    assert refused["tile"] == "48x4x2" and "power of 2" in refused["failure"]  # tl.arange needs powers of two
+    assert (melon_fused.BLOCK, melon_fused.ROWS, melon_fused.LAUNCH) == before  # the sweep leaves the tile as it was
+
+
+def test_inputs_have_padding_rows_and_unreached_weights():
+    inputs = fused_tune.make_inputs(16, 200, 16, torch.device("cpu"))
+    assert inputs["valid"].tolist() == [1.0] * 14 + [0.0] * 2
+    assert (inputs["grads"][:, 0] == 0).all() and (inputs["grads"][:, 97] == 0).all()
+    assert inputs["grads"].shape == (16, 200) and inputs["per_x"].shape == (16, 16)
