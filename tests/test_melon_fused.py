@@ -107,6 +107,33 @@ def test_fused_is_the_default_on_cuda_and_the_cpu_keeps_dense_step():
     assert strategy.config.fused_role and not strategy.fused  # asked for by default; on a CPU, DenseStep runs
 
 
+@pytest.mark.parametrize(
+    ("name", "model", "settings", "fused"),
+    [
+        ("melon", "ncf", (), True),
+        ("melon", "bpr", (), False),  # no dense weights
+        ("melon", "ncf", (("variant", "reference"),), False),  # its role network is one linear layer
+        ("melon-i", "ncf", (), False),  # no role network
+        ("melon-p", "ncf", (), False),  # one rate per weight, from batch-level inputs
+        ("melon", "ncf", (("fused_role", "false"),), False),
+    ],
+)
+def test_fused_is_claimed_only_where_it_runs(interpreted, name, model, settings, fused):
+    stream = tiny_stream()
+    strategy = build_strategy(name, tiny_model(model, stream), settings, 0)
+    assert strategy.fused is fused  # what the run manifest reports as device.fused_kernels
+
+
+def test_fused_kernels_need_an_ampere_or_later_gpu(monkeypatch):
+    pytest.importorskip("triton")
+    cuda = torch.device("cuda")  # only its capability is asked, patched here: no GPU needed
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # T4: never compiled for
+    assert not melon_fused.available(cuda, 16)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))  # H100: measured
+    assert melon_fused.available(cuda, 16)
+    assert not melon_fused.available(cuda, 24)
+
+
 def test_fused_asked_for_on_cuda_where_it_cannot_run_warns(monkeypatch):
     monkeypatch.setattr(melon_fused, "DEVICES", ("cuda", "cpu"))  # as on a GPU ...
     with pytest.warns(UserWarning, match="power of two"):  # ... with a width tl.dot does not take

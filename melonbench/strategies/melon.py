@@ -118,7 +118,8 @@ class Melon(Strategy):
         # capturable: the step counter lives on the GPU, so that a graph replay advances it (same arithmetic)
         self.optimizer = torch.optim.Adam(self.phi.parameters(), lr=config.meta_lr, fused=True, capturable=graphs)
         self._graphed = GraphedStep(self._padded_step, enabled=graphs)
-        self.fused = melon_fused.wanted(config.fused_role, device, config.role_hidden)  # in the run manifest
+        mlp = self.mode == "full" and self.phi.role.second is not None and bool(model.dense_parameters())  # paper, NCF
+        self.fused = melon_fused.wanted(config.fused_role and mlp, device, config.role_hidden)  # in the manifest
         self.generator = generator(seed, f"{self.name}-lookahead-negatives", device)
         # scratch memory for the role network's [pairs, R] activations, reused batch after batch (not state)
         self._row_work, self._dense_work = Workspace(self.phi.gate_bias), Workspace(self.phi.gate_bias)

@@ -45,10 +45,13 @@ FLOATS = ("small", "big_scale")
 
 
 def available(device: torch.device, hidden: int) -> bool:
-    """Whether the fused kernels can run here: Triton importable, a CUDA device (:data:`DEVICES`), and a role network
-    width that ``tl.dot`` takes (a power of two, at least 16)."""
+    """Whether the fused kernels can run here: Triton importable, a CUDA device (:data:`DEVICES`) of compute
+    capability 8.0 or later (what they are compiled and tested for: A100, H100), and a role network width that
+    ``tl.dot`` takes (a power of two, at least 16)."""
     has_triton = importlib.util.find_spec("triton") is not None  # Triton ships with PyTorch's CUDA builds
-    return has_triton and device.type in DEVICES and hidden >= 16 and hidden & (hidden - 1) == 0
+    if not (has_triton and device.type in DEVICES and hidden >= 16 and hidden & (hidden - 1) == 0):
+        return False
+    return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def wanted(requested: bool, device: torch.device, hidden: int) -> bool:
@@ -56,8 +59,8 @@ def wanted(requested: bool, device: torch.device, hidden: int) -> bool:
     it cannot run, a warning says so (the dense step then runs as ``DenseStep``)."""
     if requested and device.type in DEVICES and not available(device, hidden):
         warnings.warn(
-            "fused_role needs Triton and a role_hidden that is a power of two (at least 16); "
-            "MeLON's dense step runs without it",
+            "fused_role needs Triton, a GPU of compute capability 8.0 or later and a role_hidden that is a power "
+            "of two (at least 16): MeLON's dense step runs without it (--set fused_role=false silences this)",
             stacklevel=3,
         )
     return requested and available(device, hidden)
