@@ -5,9 +5,9 @@ arithmetic estimated at about 1 ms (docs/melon.md). Their tile, ``BLOCK`` dense 
 program in ``num_warps`` warps, was chosen without a GPU; this script measures the alternatives in one call, so
 that a session lent a GPU can pick the fastest tile that agrees with ``DenseStep``.
 
-For each tile ``BLOCKxROWSxWARPS`` (``--tiles``), on inputs shaped like NCF's look-ahead (``--rows`` interactions
-× ``--columns`` dense weights, role width ``--hidden``; seeded, with padding rows and gradients across both branches
-of the preprocessing):
+For each tile ``BLOCKxROWSxWARPS[t]`` (``--tiles``; ``t``: the ``TILED`` backward), on inputs shaped like NCF's
+look-ahead (``--rows`` interactions × ``--columns`` dense weights, role width ``--hidden``; seeded, with padding
+rows and gradients across both branches of the preprocessing):
 
 - **agreement**: the new weights and all seven gradients against ``DenseStep`` on the same device, as the largest
   ``max |fused − dense| / max |dense|`` over the eight (the CPU tests accept 1e-5), and whether a second call
@@ -20,7 +20,7 @@ of the preprocessing):
     TRITON_INTERPRET=1 python benchmarks/fused_tune.py --device cpu --rows 6 --columns 45 --tiles 32x4x2 --repeats 1
 
 The last line is a dry run of the script itself anywhere (Triton's interpreter; its timings mean nothing). Register
-counts per tile, which need no GPU: ``melon_fused.compile_for(90, block, rows, warps)``.
+counts per tile, which need no GPU: ``melon_fused.compile_for(90, block, rows, warps, tiled)``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ import time
 
 import torch
 
-TILES = "32x128x2,32x128x4,32x256x4,16x128x1,16x128x2,16x256x2,64x128x4,64x128x8,64x64x4,32x64x2"
+TILES = "32x128x2,32x128x4,16x128x1,16x128x2,64x128x4,64x128x8,32x128x2t,32x128x4t,16x128x2t,64x128x8t"
 """The default grid: the current tile (32x128x2) first, then fewer registers per thread (more warps, smaller
-blocks), more rows per program (fewer partial sums), and wider blocks."""
+blocks) and wider blocks; a trailing ``t`` takes the ``TILED`` backward (the weights' sums reduced once per program
+rather than at every interaction)."""
 
 
 def make_inputs(rows: int, columns: int, hidden: int, device: torch.device) -> dict:
@@ -101,8 +102,8 @@ def measure(tile: str | None, inputs: dict, mean: bool, repeats: int, device: to
             return DenseStep.apply(*args, None)
 
     else:
-        block, rows, warps = (int(v) for v in tile.split("x"))
-        melon_fused.BLOCK, melon_fused.ROWS = block, rows
+        block, rows, warps = (int(v) for v in tile.rstrip("t").split("x"))
+        melon_fused.BLOCK, melon_fused.ROWS, melon_fused.TILED = block, rows, tile.endswith("t")
         melon_fused.LAUNCH = melon_fused.LAUNCH | {"num_warps": warps}
         step = melon_fused.FusedDenseStep.apply
     try:
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--rows", type=int, default=512, help="interactions (NCF's look-ahead: B^last padded, 512)")
     parser.add_argument("--columns", type=int, default=20_865, help="dense weights (NCF at the Grocery size)")
     parser.add_argument("--hidden", type=int, default=16, help="role network width (MeLON's role_hidden)")
-    parser.add_argument("--tiles", default=TILES, help="comma-separated BLOCKxROWSxWARPS")
+    parser.add_argument("--tiles", default=TILES, help="comma-separated BLOCKxROWSxWARPS, t at the end for TILED")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per tile and measure")
     parser.add_argument("--mean", action="store_true", help="the `mean` setting (the reference variant's average)")
     args = parser.parse_args(argv)
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from melonbench.strategies import melon_fused
     from melonbench.strategies.melon_parts import DenseStep
 
-    defaults = (melon_fused.BLOCK, melon_fused.ROWS, melon_fused.LAUNCH)
+    defaults = (melon_fused.BLOCK, melon_fused.ROWS, melon_fused.LAUNCH, melon_fused.TILED)
     inputs = make_inputs(args.rows, args.columns, args.hidden, device)
     reference = one_call(lambda *a: DenseStep.apply(*a, None), inputs, args.mean, backward=True)
     rows = []
@@ -144,11 +145,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             rows.append(measure(tile, inputs, args.mean, args.repeats, device, reference))
             print(f"  {rows[-1]}", flush=True)
     finally:
-        melon_fused.BLOCK, melon_fused.ROWS, melon_fused.LAUNCH = defaults
+        melon_fused.BLOCK, melon_fused.ROWS, melon_fused.LAUNCH, melon_fused.TILED = defaults
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (Triton's interpreter)"
     print(f"\nfused dense step, {args.rows} × {args.columns} pairs, R = {args.hidden}, mean={args.mean}, on {name}")
-    print(f"torch {torch.__version__}; tile = BLOCK x ROWS x num_warps; the current one: {melon_fused.BLOCK}x"
-          f"{melon_fused.ROWS}x{melon_fused.LAUNCH['num_warps']}\n")  # fmt: skip
+    current = f"{melon_fused.BLOCK}x{melon_fused.ROWS}x{melon_fused.LAUNCH['num_warps']}" + "t" * melon_fused.TILED
+    print(f"torch {torch.__version__}; tile = BLOCK x ROWS x num_warps (t: TILED); the current one: {current}\n")
     print("| tile | forward ms | forward + backward ms | max rel. error vs DenseStep | repeats bit for bit |")
     print("|---|---|---|---|---|")
     for row in rows:

@@ -14,16 +14,26 @@ import fused_tune  # noqa: E402
 from melonbench.strategies import melon_fused  # noqa: E402
 
 
-def test_tiles_agree_with_dense_step_and_a_refused_tile_is_a_row():
+def test_tiles_agree_with_dense_step_and_a_refused_tile_is_a_row(monkeypatch):
     pytest.importorskip("triton")
-    before = (melon_fused.BLOCK, melon_fused.ROWS, melon_fused.LAUNCH)
-    args = ["--device", "cpu", "--rows", "6", "--columns", "45", "--tiles", "32x4x2,16x128x1,48x4x2", "--repeats", "1"]
+    seen = []  # the tile each fused call ran with
+    apply = melon_fused.FusedDenseStep.apply
+    monkeypatch.setattr(
+        melon_fused.FusedDenseStep,
+        "apply",
+        lambda *a: seen.append((melon_fused.BLOCK, melon_fused.ROWS, melon_fused.TILED)) or apply(*a),
+    )
+    before = (melon_fused.BLOCK, melon_fused.ROWS, melon_fused.LAUNCH, melon_fused.TILED)
+    tiles = "32x4x2,16x128x1,32x4x2t,48x4x2"
+    args = ["--device", "cpu", "--rows", "6", "--columns", "45", "--tiles", tiles, "--repeats", "1"]
     dense, *tiles, refused = fused_tune.main(args)
     assert dense["tile"] == "DenseStep" and dense["error"] == 0.0
     for row in tiles:  # 45 columns over two blocks of 32 (or three of 16), 6 rows over one or two row blocks
         assert row["error"] <= 1e-5 and row["repeats"], row
     assert refused["tile"] == "48x4x2" and "power of 2" in refused["failure"]  # tl.arange needs powers of two
-    assert (melon_fused.BLOCK, melon_fused.ROWS, melon_fused.LAUNCH) == before  # the sweep leaves the tile as it was
+    assert sorted(set(seen)) == [(16, 128, False), (32, 4, False), (32, 4, True), (48, 4, False)]
+    after = (melon_fused.BLOCK, melon_fused.ROWS, melon_fused.LAUNCH, melon_fused.TILED)
+    assert after == before  # the sweep leaves the tile as it was
 
 
 def test_inputs_have_padding_rows_and_unreached_weights():

@@ -40,8 +40,10 @@ def _step_and_grads(step, inputs, theta, grads, valid, mean):
 @pytest.mark.parametrize("mean", [False, True])
 @pytest.mark.parametrize("loss_rows", ["each", "one"])
 @pytest.mark.parametrize("rows_per_program", [128, 4])  # 6 rows in one row block, or in two (4 + 2)
-def test_fused_dense_step_equals_dense_step(interpreted, monkeypatch, mean, loss_rows, rows_per_program):
+@pytest.mark.parametrize("tiled", [False, True])  # the weights' sums reduced per row, or once per program
+def test_fused_dense_step_equals_dense_step(interpreted, monkeypatch, mean, loss_rows, rows_per_program, tiled):
     monkeypatch.setattr(interpreted, "ROWS", rows_per_program)
+    monkeypatch.setattr(interpreted, "TILED", tiled)
     g = torch.Generator().manual_seed(0)
     n, c, hidden = 6, 45, 16  # 45 columns: two programs of 32, the second one part empty
     theta = torch.randn(c, generator=g)
@@ -146,10 +148,14 @@ def test_fused_kernels_compile_for_hopper_and_ampere(tmp_path):
     # in a process without TRITON_INTERPRET, into a fresh cache (a cached kernel would not be compiled again)
     pytest.importorskip("triton")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"TRITON_CACHE_DIR": str(tmp_path)}
-    code = "from melonbench.strategies.melon_fused import compile_for; print(*compile_for(90), *compile_for(80))"
+    code = (
+        "from melonbench.strategies import melon_fused as f\n"
+        "print(*f.compile_for(90), *f.compile_for(80))\n"
+        "print(*f.compile_for(90, tiled=not f.TILED))\n"  # the other backward, fused_tune.py's "t" tiles
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count(" forward for sm_") + proc.stdout.startswith("forward for sm_") == 2
-    assert proc.stdout.count("backward for sm_") == 4
-    if "registers" in proc.stdout:  # with Triton's cuobjdump: registers and stack bytes of each of the 6 kernels
-        assert proc.stdout.count(" registers, ") == 6
+    assert (proc.stdout.count("forward for sm_"), proc.stdout.count("backward for sm_")) == (3, 6)
+    assert proc.stdout.count(f"TILED={not melon_fused.TILED}") == 2
+    if "registers" in proc.stdout:  # with Triton's cuobjdump: registers and stack bytes of each of the 9 kernels
+        assert proc.stdout.count(" registers, ") == 9

@@ -33,6 +33,10 @@ BLOCK = 32
 ROWS = 128
 """Interactions per program: NCF's 20,865 dense weights make 652 column blocks, and B^last's ≈ 512 rows in 4 row
 blocks give ≈ 2,600 programs, enough to fill a GPU (column blocks alone would leave most of it idle)."""
+TILED = False
+"""Backward: keep the role MLP's weight-gradient sums per (weight, unit) over a program's rows and reduce them over
+its weights once at the end, instead of reducing them at every row (six fewer cross-thread reductions per
+interaction, six more ``[BLOCK, R]`` tiles held; not yet measured on a GPU, ``benchmarks/fused_tune.py``)."""
 P = 10.0
 """The gradient preprocessing's ``p`` (:func:`melonbench.preprocess.prep`)."""
 LAUNCH = {"num_warps": 2, "enable_fp_fusion": True}
@@ -66,12 +70,14 @@ def wanted(requested: bool, device: torch.device, hidden: int) -> bool:
     return requested and available(device, hidden)
 
 
-def compile_for(arch: int, block: int | None = None, rows: int | None = None, warps: int | None = None) -> list[str]:
+def compile_for(
+    arch: int, block: int | None = None, rows: int | None = None, warps: int | None = None, tiled: bool | None = None
+) -> list[str]:
     """Compile the kernels for CUDA compute capability ``arch`` (80: A100, 90: H100) without a GPU, with Triton's own
-    ``ptxas``: what the interpreter cannot check (types, the shapes ``tl.dot`` takes). ``block``, ``rows`` and
-    ``warps`` default to :data:`BLOCK`, :data:`ROWS` and ``LAUNCH["num_warps"]``. Returns one line per kernel, with
-    its registers per thread and stack bytes (spills) where Triton's ``cuobjdump`` reads them. Not under
-    ``TRITON_INTERPRET=1``, where the kernels are Python functions."""
+    ``ptxas``: what the interpreter cannot check (types, the shapes ``tl.dot`` takes). ``block``, ``rows``, ``warps``
+    and ``tiled`` default to :data:`BLOCK`, :data:`ROWS`, ``LAUNCH["num_warps"]`` and :data:`TILED`. Returns one
+    line per kernel, with its registers per thread and stack bytes (spills) where Triton's ``cuobjdump`` reads them.
+    Not under ``TRITON_INTERPRET=1``, where the kernels are Python functions."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -81,7 +87,12 @@ def compile_for(arch: int, block: int | None = None, rows: int | None = None, wa
     tile = {"BLOCK": block or BLOCK, "ROWS": rows or ROWS}
     options = LAUNCH | ({"num_warps": warps} if warps else {})
     done = []
-    for kernel, flags in ((forward, {}), (backward, {"MEAN": False}), (backward, {"MEAN": True})):
+    tiled = TILED if tiled is None else tiled
+    for kernel, flags in (
+        (forward, {}),
+        (backward, {"MEAN": False, "TILED": tiled}),
+        (backward, {"MEAN": True, "TILED": tiled}),
+    ):
         constants = {"R": 16, "P": P, **tile, **flags}
         signature = {
             a: "constexpr" if a in constants else "*fp32" if a.endswith("_ptr") else "fp32" if a in FLOATS else "i32"
@@ -160,7 +171,7 @@ class FusedDenseStep(torch.autograd.Function):
             part_x, part_w,
             n, c, per_x.stride(0) if per_x.shape[0] > 1 else 0,
             math.exp(-P), math.exp(P),
-            R=hidden, BLOCK=BLOCK, ROWS=ROWS, MEAN=ctx.mean, P=P, **LAUNCH,
+            R=hidden, BLOCK=BLOCK, ROWS=ROWS, MEAN=ctx.mean, P=P, TILED=TILED, **LAUNCH,
         )  # fmt: skip
         by_x, by_w = part_x.sum(0), part_w.sum(0)  # fixed-order reductions: deterministic
         d_per_x, d_gate_x = by_x[:, :hidden], by_x[:, hidden:]

@@ -83,6 +83,7 @@ def backward(
     valid_ptr, n_valid_ptr, d_new_ptr, part_x_ptr, part_w_ptr,
     n, c, stride_px, small, big_scale,
     R: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr, MEAN: tl.constexpr, P: tl.constexpr,
+    TILED: tl.constexpr = False,
 ):  # fmt: skip
     """Program (column block, row block), given ``d new [c]``: its rows' ``d per_x`` and ``d gate_x`` over its columns
     into ``part_x [column blocks, n, R + 2]``, and its share of the MLP weights' gradients into one row of
@@ -103,6 +104,14 @@ def backward(
     acc_wt = tl.zeros([R], dtype=tl.float32)
     acc_wg0 = tl.zeros([R], dtype=tl.float32)
     acc_wg1 = tl.zeros([R], dtype=tl.float32)
+    # TILED: the weights' sums kept per (column, unit) over the rows, reduced over the columns once at the end
+    # (θ is the same for every row: Σ_x Σ_m θ_m d_{x,m} = Σ_m θ_m Σ_x d_{x,m})
+    tile_u0 = tl.zeros([BLOCK, R], dtype=tl.float32)
+    tile_u1 = tl.zeros([BLOCK, R], dtype=tl.float32)
+    tile_b2 = tl.zeros([BLOCK, R], dtype=tl.float32)
+    tile_wt = tl.zeros([BLOCK, R], dtype=tl.float32)
+    tile_wg0 = tl.zeros([BLOCK, R], dtype=tl.float32)
+    tile_wg1 = tl.zeros([BLOCK, R], dtype=tl.float32)
     row_out = part_x_ptr + block * n * (R + 2)
     for x in range(first, tl.minimum(first + ROWS, n)):
         v = tl.load(valid_ptr + x)
@@ -116,18 +125,33 @@ def backward(
             d_lr = d_lr / n_valid
         d0 = d_lr * lr * (1 - lr)
         d1 = ((d_new * theta) / n_valid) * v * forget * (1 - forget)
-        acc_u0 += tl.sum(d0[:, None] * h2, 0)
-        acc_u1 += tl.sum(d1[:, None] * h2, 0)
+        if TILED:
+            tile_u0 += d0[:, None] * h2
+            tile_u1 += d1[:, None] * h2
+        else:
+            acc_u0 += tl.sum(d0[:, None] * h2, 0)
+            acc_u1 += tl.sum(d1[:, None] * h2, 0)
         d_pre2 = tl.where(pre2 > 0, d0[:, None] * u0[None, :] + d1[:, None] * u1[None, :], 0.0)
         acc_w2 += tl.dot(tl.trans(d_pre2), h1, input_precision="ieee")
-        acc_b2 += tl.sum(d_pre2, 0)
+        if TILED:
+            tile_b2 += d_pre2
+        else:
+            acc_b2 += tl.sum(d_pre2, 0)
         d_pre1 = tl.where(h1 > 0, tl.dot(d_pre2, w2, input_precision="ieee"), 0.0)
-        acc_wt += tl.sum(d_pre1 * theta[:, None], 0)
-        acc_wg0 += tl.sum(d_pre1 * f0[:, None], 0)
-        acc_wg1 += tl.sum(d_pre1 * f1[:, None], 0)
+        if TILED:
+            tile_wt += d_pre1
+            tile_wg0 += d_pre1 * f0[:, None]
+            tile_wg1 += d_pre1 * f1[:, None]
+        else:
+            acc_wt += tl.sum(d_pre1 * theta[:, None], 0)
+            acc_wg0 += tl.sum(d_pre1 * f0[:, None], 0)
+            acc_wg1 += tl.sum(d_pre1 * f1[:, None], 0)
         tl.store(row_out + x * (R + 2) + r, tl.sum(d_pre1, 0))
         tl.store(row_out + x * (R + 2) + R, tl.sum(d0, 0))
         tl.store(row_out + x * (R + 2) + R + 1, tl.sum(d1, 0))
+    if TILED:
+        acc_u0, acc_u1, acc_b2 = tl.sum(tile_u0, 0), tl.sum(tile_u1, 0), tl.sum(tile_b2, 0)
+        acc_wt, acc_wg0, acc_wg1 = tl.sum(tile_wt * theta[:, None], 0), tl.sum(tile_wg0, 0), tl.sum(tile_wg1, 0)
     out = part_w_ptr + (block * tl.num_programs(1) + tl.program_id(1)) * (R * R + 6 * R)
     tl.store(out + r[:, None] * R + r[None, :], acc_w2)
     tl.store(out + R * R + r, acc_b2)
