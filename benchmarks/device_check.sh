@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One prepared GPU check for a session that is lent a device (issues 4 and 5). Sections, chosen by $SECTIONS
-# (default "fused end_to_end strategies", at most 9.5 minutes; "all" for every one, about 20):
+# (default "fused end_to_end strategies", at most 9.7 minutes; "all" for every one, about 20):
 #   fused       MeLON's dense step as two Triton kernels (`fused_role`, the default on CUDA since the H100 call of
 #               2026-11-28): which tile (BLOCK x ROWS x warps) is fastest while it agrees with DenseStep
-#               (fused_tune.py), then MeLON-NCF with the default tile beside `fused_role=false` (strategy_speed.py);
+#               (fused_tune.py), then MeLON-NCF with the default tile beside `fused_role=false`, and with the best
+#               tile where it differs (strategy_speed.py --fused-tile);
 #   strategies  every strategy's seconds per batch and peak memory on CUDA, at the Grocery size (CUDA graphs on,
 #               the default since 2026-11-28);
 #   graphs      every strategy's step as a CUDA graph against the CPU (8 batches, "graph replays" 6) and beside its
@@ -59,15 +60,22 @@ if want fused; then
     timeout 100 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" --models ncf \
         --strategies default,melon,melon@graph_bucket=64,melon@fused_role=false 2>&1 |
         tee "$out/fused_speed_$device.txt"
+    # MeLON-NCF again with the fastest tile that agreed (fused_tune.py's last line), where it is not the current one
+    best=$(sed -n 's/^best tile: \([0-9x]*t\?\)$/\1/p' "$out/fused_tune_$device.txt")
+    current=$(sed -n 's/.*the current one: \([0-9x]*t\?\)$/\1/p' "$out/fused_tune_$device.txt")
+    if [ -n "$best" ] && [ "$best" != "$current" ] && [ "$device" = cuda ]; then
+        timeout 60 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" --models ncf \
+            --strategies melon,melon@graph_bucket=64 --fused-tile "$best" 2>&1 | tee "$out/fused_best_$device.txt"
+    fi
 fi
 
-# strategies: every strategy on both models (SML on BPR only), with the deterministic kernels that runs use, 20 timed
-#    batches after 3 warm-up ones; each pair's figures are printed as they come, so a cut-short run keeps them. Then
-#    5 profiled batches per pair, its 12 most expensive kernels: what a graphed step spends its device time on, and
-#    (its update time less that) what the preparation outside the graph costs.
+# strategies: the issue's seven strategies on both models (SML on BPR only), with the deterministic kernels that runs
+#    use, 20 timed batches after 3 warm-up ones; each pair's figures are printed as they come, so a cut-short run keeps
+#    them. Then the 3 full batches left, profiled, their 12 most expensive kernels: what a graphed step spends its
+#    device time on, and (its update time less that) what the preparation outside the graph costs.
 if want strategies; then
-    timeout 200 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" --profile 12 2>&1 |
-        tee "$out/strategy_speed_$device.txt"
+    timeout 170 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" --profile 12 \
+        --strategies default,eals,melon,mwnet,metasgd,s2meta,sml 2>&1 | tee "$out/strategy_speed_$device.txt"
 fi
 
 # graphs: every strategy but eALS (Default's step) as a CUDA graph, against the CPU over 8 batches: 2 eager warm-up

@@ -91,6 +91,23 @@ def median_ms(call, repeats: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
+def set_tile(tile: str) -> None:
+    """Make ``BLOCKxROWSxWARPS[t]`` the fused step's tile in this process (``melon_fused``'s module constants)."""
+    from melonbench.strategies import melon_fused
+
+    block, rows, warps = (int(v) for v in tile.rstrip("t").split("x"))
+    melon_fused.BLOCK, melon_fused.ROWS, melon_fused.TILED = block, rows, tile.endswith("t")
+    melon_fused.LAUNCH = melon_fused.LAUNCH | {"num_warps": warps}
+
+
+def best(rows: list[dict], tolerance: float = 1e-5) -> str | None:
+    """The tile with the fastest forward + backward among those within ``tolerance`` of ``DenseStep`` (the CPU
+    tests' bound) that repeat bit for bit; None if none does."""
+    fine = [r for r in rows if r["tile"] != "DenseStep" and "failure" not in r and r["error"] <= tolerance]
+    fine = [r for r in fine if r["repeats"]]
+    return min(fine, key=lambda r: r["both_ms"])["tile"] if fine else None
+
+
 def measure(tile: str | None, inputs: dict, mean: bool, repeats: int, device: torch.device, reference) -> dict:
     """One tile (``None``: ``DenseStep`` itself): its agreement with ``reference`` and its speed."""
     from melonbench.strategies import melon_fused
@@ -102,9 +119,7 @@ def measure(tile: str | None, inputs: dict, mean: bool, repeats: int, device: to
             return DenseStep.apply(*args, None)
 
     else:
-        block, rows, warps = (int(v) for v in tile.rstrip("t").split("x"))
-        melon_fused.BLOCK, melon_fused.ROWS, melon_fused.TILED = block, rows, tile.endswith("t")
-        melon_fused.LAUNCH = melon_fused.LAUNCH | {"num_warps": warps}
+        set_tile(tile)
         step = melon_fused.FusedDenseStep.apply
     try:
         first = one_call(step, inputs, mean, backward=True)  # compiles the kernels for this tile
@@ -158,6 +173,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         else:
             print(f"| {row['tile']} | {row['forward_ms']:.3f} | {row['both_ms']:.3f} | {row['error']:.1e} | "
                   f"{'yes' if row['repeats'] else 'no'} |")  # fmt: skip
+    print(f"\nbest tile: {best(rows)}")  # device_check.sh times MeLON-NCF with it
     return rows
 
 

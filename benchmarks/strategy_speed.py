@@ -224,6 +224,11 @@ def main() -> None:
         metavar="ROWS",
         help="after timing, profile 5 more batches of each pair and print its ROWS most expensive operators",
     )
+    parser.add_argument(
+        "--fused-tile",
+        metavar="BLOCKxROWSxWARPS[t]",
+        help="MeLON's fused dense step with this tile instead of melon_fused.py's (benchmarks/fused_tune.py)",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: "strategy:model"
     args = parser.parse_args()
     kernel_sets = args.kernels.split(",")
@@ -233,6 +238,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.one:
+        if args.fused_tile:
+            from fused_tune import set_tile
+
+            set_tile(args.fused_tile)
         strategy, model = args.one.split(":")
         settings = tuple(tuple(kv.split("=", 1)) for kv in args.set)
         found = measure(strategy, model, device, args.batches, args.warmup, settings, args.kernels, args.profile)
@@ -270,6 +279,7 @@ def main() -> None:
                     "--profile",
                     str(args.profile),
                     *(f"--set={kv}" for kv in args.set),
+                    *([f"--fused-tile={args.fused_tile}"] if args.fused_tile else []),
                 ],
                 capture_output=True,
                 text=True,
@@ -295,6 +305,8 @@ def main() -> None:
     print_table(rows, device)
     if args.set:
         print(f"\nsettings: {', '.join(args.set)}")
+    if args.fused_tile:
+        print(f"\nMeLON's fused dense step with the tile {args.fused_tile}")
     if device.type == "cuda" and len(kernel_sets) == 1:
         print(f"\nCUDA kernels: {args.kernels}")
 

@@ -41,3 +41,27 @@ def test_inputs_have_padding_rows_and_unreached_weights():
     assert inputs["valid"].tolist() == [1.0] * 14 + [0.0] * 2
     assert (inputs["grads"][:, 0] == 0).all() and (inputs["grads"][:, 97] == 0).all()
     assert inputs["grads"].shape == (16, 200) and inputs["per_x"].shape == (16, 16)
+
+
+def test_best_is_the_fastest_tile_that_agrees_and_repeats():
+    rows = [
+        {"tile": "DenseStep", "forward_ms": 1.0, "both_ms": 0.5, "error": 0.0, "repeats": True},  # not a tile
+        {"tile": "32x128x2", "forward_ms": 1.0, "both_ms": 4.0, "error": 5e-7, "repeats": True},
+        {"tile": "32x128x4", "forward_ms": 1.0, "both_ms": 3.0, "error": 2e-6, "repeats": True},  # the one
+        {"tile": "64x128x8", "forward_ms": 1.0, "both_ms": 2.0, "error": 3e-4, "repeats": True},  # disagrees
+        {"tile": "16x128x2t", "forward_ms": 1.0, "both_ms": 1.0, "error": 1e-7, "repeats": False},  # not repeatable
+        {"tile": "48x4x2", "failure": "ValueError"},
+    ]
+    assert fused_tune.best(rows) == "32x128x4"
+    assert fused_tune.best(rows[:1] + rows[3:]) is None
+
+
+def test_set_tile_sets_the_module_constants(monkeypatch):
+    for name in ("BLOCK", "ROWS", "TILED", "LAUNCH"):
+        monkeypatch.setattr(melon_fused, name, getattr(melon_fused, name))  # restored after the test
+    fused_tune.set_tile("64x256x8t")
+    assert (melon_fused.BLOCK, melon_fused.ROWS, melon_fused.TILED) == (64, 256, True)
+    assert melon_fused.LAUNCH == {"num_warps": 8, "enable_fp_fusion": True}
+    fused_tune.set_tile("16x128x1")
+    tile = (melon_fused.BLOCK, melon_fused.ROWS, melon_fused.TILED, melon_fused.LAUNCH["num_warps"])
+    assert tile == (16, 128, False, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,3 +24,12 @@ def test_profile_takes_the_full_batches_left_and_says_when_none_are():
     assert "Self CPU time total" in row["profile"]
     row = strategy_speed._time_batches("default", "bpr", cpu, batches=23, warmup=3, settings=(), profile=2)
     assert row["profile"] == "no full batch left to profile after 3 + 23 of 26: lower --batches"
+
+
+def test_fused_tile_reaches_the_child_processes():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "strategy_speed.py"
+    args = ["--strategies", "default", "--models", "bpr", "--batches", "1", "--warmup", "1", "--fused-tile", "16x64x1t"]
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "measured default/bpr" in proc.stderr  # the child took the option (an unknown one would fail it)
+    assert proc.stdout.rstrip().endswith("MeLON's fused dense step with the tile 16x64x1t")
