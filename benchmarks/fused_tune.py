@@ -103,8 +103,8 @@ def set_tile(tile: str) -> None:
 def best(rows: list[dict], tolerance: float = 1e-5) -> str | None:
     """The tile with the fastest forward + backward among those within ``tolerance`` of ``DenseStep`` (the CPU
     tests' bound) that repeat bit for bit; None if none does."""
-    fine = [r for r in rows if r["tile"] != "DenseStep" and "failure" not in r and r["error"] <= tolerance]
-    fine = [r for r in fine if r["repeats"]]
+    fine = [r for r in rows if r["tile"] != "DenseStep" and "failure" not in r]
+    fine = [r for r in fine if r["error"] <= tolerance and r["repeats"]]
     return min(fine, key=lambda r: r["both_ms"])["tile"] if fine else None
 
 
