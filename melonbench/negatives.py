@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 
 from melonbench.errors import DataError
-from melonbench.history import History
+from melonbench.history import History, lookup
 
 Exclude = Literal["before", "ever"]
 
@@ -137,7 +137,7 @@ def _rejection_round(
     n_existing = history.count_existing(exist_at).unsqueeze(1)  # [B, 1]
     # 62 random bits modulo the count: the bias (< count / 2**62) is far below anything measurable
     raw = torch.randint(0, 1 << 62, (rows, draws), generator=generator, device=users.device)
-    cand = history.items_by_first[raw % n_existing.clamp(min=1)]  # [B, M]
+    cand = lookup(history.items_by_first, raw % n_existing.clamp(min=1))  # [B, M]
     seen = history.seen_before(users, cand, positions) if exclude == "before" else history.seen_ever(users, cand)
     valid = (n_existing > 0) & ~seen & (cand != positives.unsqueeze(1))
     # One negative per row (training negatives): the first valid draw is always its value's first occurrence

@@ -129,6 +129,32 @@ def test_advance_equals_constructing_at_the_cursor() -> None:
         _history(users, items, cursor=N + 1)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_every_advance_equals_constructing_at_the_cursor(seed: int) -> None:
+    # the cursor-relative answers are kept up to date by advance (not searched afresh): after each of many uneven
+    # steps (a step of 0 included; the random stream repeats users and items within a step) they must equal those
+    # of a History built at that cursor, for every id, including ids that never occur
+    users, items = _stream(seed)
+    moved, cursor = _history(users, items, cursor=5), 5
+    all_u, all_i = torch.arange(N_USERS), torch.arange(N_ITEMS)
+    for step in [0, 1, 2, 7, 13, 1, 30, 20, 6, 0, 5]:
+        moved.advance(step)
+        cursor += step
+        fresh = _history(users, items, cursor=cursor)
+        assert torch.equal(moved.last_positions(all_u[:6], all_i[:6]), fresh.last_positions(all_u[:6], all_i[:6]))
+        for ask in ("user_neighbours", "item_neighbours"):
+            ids = all_u if ask == "user_neighbours" else all_i
+            got, want = getattr(moved, ask)(ids), getattr(fresh, ask)(ids)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert cursor == N
+
+
+def test_lookup_is_indexing_for_any_index_shape() -> None:
+    table = torch.tensor([10, 11, 12, 13])
+    assert history_module.lookup(table, torch.tensor([[3, 0], [1, 1]])).tolist() == [[13, 10], [11, 11]]
+    assert history_module.lookup(table, torch.zeros(0, 5, dtype=torch.long)).shape == (0, 5)
+
+
 def test_hand_made_stream_with_a_batch_in_flight() -> None:
     # position: 0      1      2      3      4      5      6
     # (u, i):  (0,0)  (1,1)  (0,2)  (1,0)  (0,1)  (0,1)  (2,3)
