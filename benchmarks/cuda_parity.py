@@ -12,7 +12,7 @@ error cannot spoil the next pair), two checks over ``--steps`` online batches:
   grow a little with the steps.
 - **repeat**: a second CUDA run from the same start gives bit-identical parameters (``yes``) or not (the largest
   absolute difference), with the deterministic kernels that ``melonbench run`` switches on
-  (:func:`melonbench.determinism.deterministic`), and again with PyTorch's default ("fast") kernels, whose atomic
+  (:func:`melonbench.online.determinism.deterministic`), and again with PyTorch's default ("fast") kernels, whose atomic
   additions (``index_add`` and friends) make the sums' order change between runs.
 
     python benchmarks/cuda_parity.py                          # every strategy, BPR and NCF (needs CUDA)
@@ -43,11 +43,11 @@ from strategy_speed import BATCH, N_ITEMS, N_USERS, make_stream, parse_spec  # n
 def steps_on(device: torch.device, strategy_name: str, model_name: str, steps: int, start: dict) -> dict:
     """Run ``steps`` online batches on ``device`` from ``start`` (the CPU model and meta state); final parameters."""
     import melonbench.strategies.base as base
-    from melonbench.cuda_graph import graph_report
-    from melonbench.history import History
-    from melonbench.negatives import sample_negatives, sample_training_negatives
+    from melonbench.online.cuda_graph import graph_report
+    from melonbench.online.history import History
+    from melonbench.online.negatives import sample_negatives, sample_training_negatives
+    from melonbench.online.stream import Batch
     from melonbench.strategies import build_strategy
-    from melonbench.stream import Batch
 
     stream = make_stream(torch.device("cpu"))
     model = copy.deepcopy(start["model"]).to(device)
@@ -92,8 +92,8 @@ def steps_on(device: torch.device, strategy_name: str, model_name: str, steps: i
 
 
 def check(strategy_name: str, model_name: str, device: torch.device, steps: int) -> dict:
-    from melonbench.determinism import deterministic
     from melonbench.models import build_model
+    from melonbench.online.determinism import deterministic
     from melonbench.strategies import build_strategy
 
     torch.manual_seed(0)

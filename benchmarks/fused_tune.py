@@ -1,4 +1,5 @@
-"""Tile shapes for MeLON's fused dense step (``melon_fused.py``) at NCF's size: agreement and milliseconds per call.
+"""Tile shapes for MeLON's fused dense step (``strategies/melon/fused.py``) at NCF's size: agreement and
+milliseconds per call.
 
 On an H100 on 2026-11-28 the two fused kernels took 4.9 of the 9.6 ms of kernels in a MeLON-NCF batch, for
 arithmetic estimated at about 1 ms (docs/melon.md). Their tile, ``BLOCK`` dense weights × ``ROWS`` interactions per
@@ -20,7 +21,7 @@ rows and gradients across both branches of the preprocessing):
     TRITON_INTERPRET=1 python benchmarks/fused_tune.py --device cpu --rows 6 --columns 45 --tiles 32x4x2 --repeats 1
 
 The last line is a dry run of the script itself anywhere (Triton's interpreter; its timings mean nothing). Register
-counts per tile, which need no GPU: ``melon_fused.compile_for(90, block, rows, warps, tiled)``.
+counts per tile, which need no GPU: ``fused.compile_for(90, block, rows, warps, tiled)``.
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ def median_ms(call, repeats: int, device: torch.device) -> float:
 
 
 def set_tile(tile: str) -> None:
-    """Make ``BLOCKxROWSxWARPS[t]`` the fused step's tile in this process (``melon_fused``'s module constants)."""
-    from melonbench.strategies import melon_fused
+    """Make ``BLOCKxROWSxWARPS[t]`` the fused step's tile in this process (``fused``'s module constants)."""
+    from melonbench.strategies.melon import fused as melon_fused
 
     block, rows, warps = (int(v) for v in tile.rstrip("t").split("x"))
     melon_fused.BLOCK, melon_fused.ROWS, melon_fused.TILED = block, rows, tile.endswith("t")
@@ -110,8 +111,8 @@ def best(rows: list[dict], tolerance: float = 1e-5) -> str | None:
 
 def measure(tile: str | None, inputs: dict, mean: bool, repeats: int, device: torch.device, reference) -> dict:
     """One tile (``None``: ``DenseStep`` itself): its agreement with ``reference`` and its speed."""
-    from melonbench.strategies import melon_fused
-    from melonbench.strategies.melon_parts import DenseStep
+    from melonbench.strategies.melon import fused as melon_fused
+    from melonbench.strategies.melon.parts import DenseStep
 
     if tile is None:
 
@@ -148,8 +149,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = False  # as melonbench runs: full fp32 on both sides
-    from melonbench.strategies import melon_fused
-    from melonbench.strategies.melon_parts import DenseStep
+    from melonbench.strategies.melon import fused as melon_fused
+    from melonbench.strategies.melon.parts import DenseStep
 
     defaults = (melon_fused.BLOCK, melon_fused.ROWS, melon_fused.LAUNCH, melon_fused.TILED)
     inputs = make_inputs(args.rows, args.columns, args.hidden, device)

@@ -20,14 +20,14 @@ import statistics
 
 import torch
 
-from melonbench.history import History
-from melonbench.negatives import sample_negatives
-from melonbench.pretrain import init_model
-from melonbench.replay import replay
-from melonbench.seeding import generator
+from melonbench.online.history import History
+from melonbench.online.negatives import sample_negatives
+from melonbench.online.replay import replay
+from melonbench.online.seeding import generator
+from melonbench.online.stream import Stream, batch_spans
+from melonbench.online.timing import Stopwatch, device_name
+from melonbench.pipeline.pretrain import init_model
 from melonbench.strategies import build_strategy
-from melonbench.stream import Stream, batch_spans
-from melonbench.timing import Stopwatch, device_name
 
 REFERENCE = {("cpu", "bpr"): 0.020, ("cpu", "ncf"): 0.099, ("cuda", "bpr"): 0.0034, ("cuda", "ncf"): 0.0047}
 

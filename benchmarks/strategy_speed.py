@@ -58,7 +58,7 @@ REFERENCE_PEAK_GIB = {("cuda", "ncf", "melon"): 8.3, ("cpu", "ncf", "melon"): 9.
 
 def make_stream(device: torch.device):
     """A seeded Grocery-sized stream: power-law users and items, every id present."""
-    from melonbench.stream import Stream
+    from melonbench.online.stream import Stream
 
     g = torch.Generator().manual_seed(0)
     users = torch.multinomial(torch.arange(1, N_USERS + 1).float() ** -0.8, N_INTERACTIONS, True, generator=g)
@@ -90,20 +90,20 @@ def measure(
     ``kernels``: "deterministic" (what ``melonbench run`` uses on CUDA) or "fast" (PyTorch's defaults).
     ``profile``: when > 0, profile a few more batches afterwards and return the top ``profile`` operators.
     """
-    from melonbench.determinism import deterministic
+    from melonbench.online.determinism import deterministic
 
     with deterministic(device) if kernels == "deterministic" else contextlib.nullcontext():
         return _time_batches(strategy_name, model_name, device, batches, warmup, settings, profile)
 
 
 def _time_batches(strategy_name, model_name, device, batches, warmup, settings, profile=0) -> dict:
-    from melonbench.cuda_graph import graph_report
-    from melonbench.history import History
     from melonbench.models import build_model
-    from melonbench.negatives import sample_negatives
+    from melonbench.online.cuda_graph import graph_report
+    from melonbench.online.history import History
+    from melonbench.online.negatives import sample_negatives
+    from melonbench.online.stream import Batch
+    from melonbench.online.timing import Stopwatch
     from melonbench.strategies import STRATEGIES, build_strategy
-    from melonbench.stream import Batch
-    from melonbench.timing import Stopwatch
 
     torch.manual_seed(0)
     stream = make_stream(device)
@@ -227,7 +227,8 @@ def main() -> None:
     parser.add_argument(
         "--fused-tile",
         metavar="BLOCKxROWSxWARPS[t]",
-        help="MeLON's fused dense step with this tile instead of melon_fused.py's (benchmarks/fused_tune.py)",
+        help="MeLON's fused dense step with this tile instead of the default of strategies/melon/fused.py "
+        "(benchmarks/fused_tune.py)",
     )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: "strategy:model"
     args = parser.parse_args()

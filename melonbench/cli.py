@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 
 from melonbench import __version__
-from melonbench.config import PrepareOptions, PretrainConfig, RunConfig
-from melonbench.errors import MelonbenchError
+from melonbench.core.config import PrepareOptions, PretrainConfig, RunConfig
+from melonbench.core.errors import MelonbenchError
 
 app = typer.Typer(
     name="melonbench",
@@ -151,8 +151,8 @@ def pretrain(
     force: Annotated[bool, typer.Option(help="Pre-train again even if the checkpoint exists.")] = False,
 ) -> None:
     """Pre-train a recommender on the pre-training part (cached by content hash; `run` does this on demand)."""
-    from melonbench import experiment
-    from melonbench.progress import RichHooks
+    from melonbench.pipeline import experiment
+    from melonbench.pipeline.progress import RichHooks
 
     config = PretrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience)
     with RichHooks(console, "pre-training") as hooks:
@@ -193,8 +193,8 @@ def run(
     patience: Patience = 10,
 ) -> None:
     """Replay the online part prequentially (rank each batch, then update) and store per-batch results."""
-    from melonbench import experiment
-    from melonbench.progress import RichHooks
+    from melonbench.pipeline import experiment
+    from melonbench.pipeline.progress import RichHooks
 
     params = _parse_params(set_)
     if sparse_updates:
@@ -285,7 +285,7 @@ def report(
     bootstrap_seed: Annotated[int, typer.Option(help="Seed of the block-bootstrap intervals.")] = 0,
 ) -> None:
     """Tables (accuracy, ablation, time per batch, paired tests, protocol agreement) and figures from stored runs."""
-    from melonbench.report import ReportOptions, make_report
+    from melonbench.report.build import ReportOptions, make_report
 
     if markdown and latex:
         raise MelonbenchError("choose one of --markdown and --latex")
@@ -329,9 +329,9 @@ def reproduce(
 ) -> None:
     """Run the paper's grid (models × strategies × seeds; finished runs are kept, interrupted ones resume), then
     write the report (Markdown, LaTeX, figures)."""
-    from melonbench.progress import RichHooks
-    from melonbench.reproduce import ReproduceConfig
-    from melonbench.reproduce import reproduce as run_grid
+    from melonbench.pipeline.progress import RichHooks
+    from melonbench.pipeline.reproduce import ReproduceConfig
+    from melonbench.pipeline.reproduce import reproduce as run_grid
 
     base = RunConfig(
         dataset=dataset,

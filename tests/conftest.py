@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-# Triton kernels (melonbench/strategies/melon_fused.py) run in Triton's interpreter in the tests, on the CPU. Triton
+# Triton kernels (melonbench/strategies/melon/fused.py) run in Triton's interpreter in the tests, on the CPU. Triton
 # reads this when it defines its own library functions, so it is set before anything imports Triton.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -37,7 +37,7 @@ def grocery_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Prepared once per test session; tests that use it must not modify it (see ``in_grocery``).
     """
-    from melonbench.config import PrepareOptions
+    from melonbench.core.config import PrepareOptions
     from melonbench.data.prepare import prepare_dataset
 
     home = tmp_path_factory.mktemp("grocery_home")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from melonbench.core.errors import DataError
 from melonbench.data.archives import iter_members, sniff
-from melonbench.errors import DataError
 
 DAY1 = b'{"userId": "cx:1", "id": "a1", "time": 1483225200}\n'
 DAY2 = b'{"userId": "cx:2", "id": "a2", "time": 1483311600}\n'

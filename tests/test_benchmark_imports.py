@@ -25,10 +25,12 @@ import {module}
 
 # what each benchmark imports of melonbench lazily (in functions), imported here too
 LAZY = {
-    "strategy_speed": ["determinism", "history", "models", "negatives", "strategies", "stream", "timing"],
-    "cuda_parity": ["determinism", "history", "models", "negatives", "strategies", "strategies.base", "stream"],
+    "strategy_speed": ["online.determinism", "online.history", "models", "online.negatives", "strategies"]
+    + ["online.stream", "online.timing"],
+    "cuda_parity": ["online.determinism", "online.history", "models", "online.negatives", "strategies"]
+    + ["strategies.base", "online.stream"],
     "replay_speed": [],
-    "fused_tune": ["strategies.melon_fused", "strategies.melon_parts"],
+    "fused_tune": ["strategies.melon.fused", "strategies.melon.parts"],
 }
 
 

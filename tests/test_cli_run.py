@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from melonbench import experiment
 from melonbench.cli import app
-from melonbench.config import PretrainConfig, RunConfig
-from melonbench.experiment import RunResult
+from melonbench.core.config import PretrainConfig, RunConfig
+from melonbench.pipeline import experiment
+from melonbench.pipeline.experiment import RunResult
 
 runner = CliRunner()
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from tiny import online_batches, tiny_model, tiny_stream
 
-from melonbench.history import History
 from melonbench.models import MODELS
+from melonbench.online.history import History
 from melonbench.strategies import STRATEGIES, build_strategy
 
 PAIRS = [(s, m) for s in STRATEGIES for m in MODELS if m in STRATEGIES[s].supports]
@@ -122,8 +122,8 @@ def test_every_strategy_class_is_registered():
     from melonbench.strategies.base import Strategy
 
     defined = set()
-    for info in pkgutil.iter_modules(pkg.__path__):
-        module = importlib.import_module(f"melonbench.strategies.{info.name}")
+    for info in pkgutil.walk_packages(pkg.__path__, prefix="melonbench.strategies."):  # MeLON is a package
+        module = importlib.import_module(info.name)
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, Strategy) and cls.__module__ == module.__name__ and not inspect.isabstract(cls):
                 defined.add(cls)
@@ -137,7 +137,7 @@ META_PAIRS = [(s, m) for s, m in PAIRS if STRATEGIES[s].meta]
 
 @pytest.mark.parametrize(("strategy", "model"), META_PAIRS)
 def test_meta_pretraining_leaves_the_recommender_alone_and_its_state_round_trips(strategy, model):
-    from melonbench.meta_pretrain import train_meta
+    from melonbench.pipeline.meta_pretrain import train_meta
 
     stream = tiny_stream()
     net = tiny_model(model, stream)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import melonbench.cuda_graph as cg
+import melonbench.online.cuda_graph as cg
 
 
 class FakeGraph:

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from melonbench.determinism import deterministic
+from melonbench.online.determinism import deterministic
 
 
 @pytest.fixture(autouse=True)

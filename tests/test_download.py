@@ -14,9 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from rich.console import Console
 
+from melonbench.core.errors import ChecksumError, MelonbenchError
 from melonbench.data.download import fetch
 from melonbench.data.registry import DATASETS
-from melonbench.errors import ChecksumError, MelonbenchError
 
 PAYLOAD = random.Random(7).randbytes(300_000)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()  # hashlib over the bytes served, not through fetch

@@ -6,8 +6,8 @@ import pytest
 import torch
 from tiny import online_batches, tiny_model, tiny_stream
 
-from melonbench.errors import MelonbenchError
-from melonbench.history import History
+from melonbench.core.errors import MelonbenchError
+from melonbench.online.history import History
 from melonbench.strategies import build_strategy
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from melonbench.core.errors import DataError
 from melonbench.data.filtering import assign_split, chronological, dedupe, dense_ids, k_core, split_counts
-from melonbench.errors import DataError
 
 
 def _frame(rows: list[tuple], id_dtype: pl.DataType = pl.String) -> pl.DataFrame:

@@ -2,8 +2,8 @@
 
 With ``cuda_graphs`` on a GPU, Default (and eALS), MWNet, MetaSGD and MeLON run each batch through a step of fixed
 shapes (B_t^last padded to 2 |B_t| rows, weighted 0 on the padding) with no host synchronisation, captured once
-and replayed (``melonbench.cuda_graph``). On the CPU the graph wrapper runs that step as it is, so switching it on
-here takes the GPU's code path without the capture: the recommender, the meta-model and the losses must then
+and replayed (``melonbench.online.cuda_graph``). On the CPU the graph wrapper runs that step as it is, so switching it
+on here takes the GPU's code path without the capture: the recommender, the meta-model and the losses must then
 follow the eager path's, batch after batch, with the same negatives.
 """
 
@@ -13,9 +13,9 @@ import pytest
 import torch
 from tiny import online_batches, tiny_model, tiny_stream
 
-from melonbench.cuda_graph import graphed_steps
-from melonbench.history import History
-from melonbench.seeding import generator
+from melonbench.online.cuda_graph import graphed_steps
+from melonbench.online.history import History
+from melonbench.online.seeding import generator
 from melonbench.strategies import STRATEGIES, build_strategy
 from melonbench.strategies.base import lookahead_batch, padded_lookahead_batch
 from melonbench.strategies.lazy_state import DenseState

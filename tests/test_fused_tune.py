@@ -11,7 +11,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import fused_tune  # noqa: E402
 
-from melonbench.strategies import melon_fused  # noqa: E402
+from melonbench.strategies.melon import fused as melon_fused  # noqa: E402
 
 
 def test_tiles_agree_with_dense_step_and_a_refused_tile_is_a_row(monkeypatch):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from melonbench import history as history_module
-from melonbench.history import History
+from melonbench.online import history as history_module
+from melonbench.online.history import History
 
 N_USERS, N_ITEMS, N = 7, 13, 90  # items 11 and 12 and user 6 never occur; repeated pairs are frequent
 

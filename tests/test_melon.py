@@ -11,15 +11,15 @@ import pytest
 import torch
 from tiny import online_batches, tiny_model, tiny_stream
 
-from melonbench.errors import MelonbenchError
-from melonbench.history import History
+from melonbench.core.errors import MelonbenchError
 from melonbench.models import build_model
-from melonbench.preprocess import prep
+from melonbench.online.history import History
+from melonbench.online.stream import Batch, Stream
 from melonbench.strategies import build_strategy
 from melonbench.strategies.melon import Melon
-from melonbench.strategies.melon_grads import per_sample, table_slots
-from melonbench.strategies.melon_parts import DenseStep, RoleNet, Workspace
-from melonbench.stream import Batch, Stream
+from melonbench.strategies.melon.grads import per_sample, table_slots
+from melonbench.strategies.melon.parts import DenseStep, RoleNet, Workspace
+from melonbench.strategies.preprocess import prep
 
 
 def loop_gradients(model, users, pos, neg):

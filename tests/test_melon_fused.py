@@ -15,10 +15,11 @@ import pytest
 import torch
 from tiny import online_batches, tiny_model, tiny_stream
 
-from melonbench.history import History
 from melonbench.models import build_model
-from melonbench.strategies import build_strategy, melon_fused
-from melonbench.strategies.melon_parts import DenseStep
+from melonbench.online.history import History
+from melonbench.strategies import build_strategy
+from melonbench.strategies.melon import fused as melon_fused
+from melonbench.strategies.melon.parts import DenseStep
 
 
 @pytest.fixture
@@ -149,7 +150,7 @@ def test_fused_kernels_compile_for_hopper_and_ampere(tmp_path):
     pytest.importorskip("triton")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"TRITON_CACHE_DIR": str(tmp_path)}
     code = (
-        "from melonbench.strategies import melon_fused as f\n"
+        "from melonbench.strategies.melon import fused as f\n"
         "print(*f.compile_for(90), *f.compile_for(80))\n"
         "print(*f.compile_for(90, tiled=not f.TILED))\n"  # the other backward, fused_tune.py's "t" tiles
     )

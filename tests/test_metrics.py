@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from melonbench.errors import MelonbenchError
-from melonbench.metrics import full_ranks, hit_rate, metrics_from_ranks, ndcg, sampled_ranks
+from melonbench.core.errors import MelonbenchError
+from melonbench.online.metrics import full_ranks, hit_rate, metrics_from_ranks, ndcg, sampled_ranks
 
 NAN = float("nan")
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import melonbench.models.ncf as ncf_module
-from melonbench.errors import UnknownNameError
+from melonbench.core.errors import UnknownNameError
 from melonbench.models import BPR, MODELS, NCF, Recommender, build_model
 
 N_USERS, N_ITEMS = 9, 23

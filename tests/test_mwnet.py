@@ -9,8 +9,8 @@ import pytest
 import torch
 from tiny import online_batches, tiny_model, tiny_stream
 
-from melonbench.history import History
-from melonbench.seeding import generator
+from melonbench.online.history import History
+from melonbench.online.seeding import generator
 from melonbench.strategies import build_strategy
 from melonbench.strategies.mwnet import lookahead_batch
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from melonbench.errors import DataError
-from melonbench.history import History
-from melonbench.negatives import sample_negatives, sample_training_negatives
+from melonbench.core.errors import DataError
+from melonbench.online.history import History
+from melonbench.online.negatives import sample_negatives, sample_training_negatives
 
 N_USERS, N_ITEMS, N = 40, 160, 1500
 
@@ -144,7 +144,7 @@ def test_exist_positions_widen_the_catalogue_but_not_the_users_history() -> None
 
 
 def test_exact_refill_alone_obeys_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
-    import melonbench.negatives as negatives
+    import melonbench.online.negatives as negatives
 
     real_round = negatives._rejection_round
 

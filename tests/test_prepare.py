@@ -19,13 +19,13 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from melonbench import paths
 from melonbench.cli import app
-from melonbench.config import PrepareOptions
+from melonbench.core.config import PrepareOptions
+from melonbench.core.errors import DataError, MelonbenchError, UnknownNameError
 from melonbench.data import card as card_module
 from melonbench.data import prepare as prepare_module
 from melonbench.data.prepare import prepare_dataset
-from melonbench.errors import DataError, MelonbenchError, UnknownNameError
+from melonbench.store import paths
 
 GROCERY_FILES = ("train.csv", "dev.csv", "test.csv")
 

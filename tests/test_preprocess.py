@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from melonbench.preprocess import prep
+from melonbench.strategies.preprocess import prep
 
 
 def test_prep_matches_the_two_branches_computed_by_hand():

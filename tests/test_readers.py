@@ -17,13 +17,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from melonbench.config import PrepareOptions
+from melonbench.core.config import PrepareOptions
+from melonbench.core.errors import DataError, UnknownNameError
 from melonbench.data.archives import Member
 from melonbench.data.readers import ADRESSA, collect_checked, read_adressa, read_amazon, read_movielens, read_yelp
 from melonbench.data.readers_csv import read_csv
 from melonbench.data.readers_json import spill
 from melonbench.data.registry import DATASETS, ReadContext, get_dataset
-from melonbench.errors import DataError, UnknownNameError
 
 SCHEMA_TEXT_IDS = {"user": pl.String, "item": pl.String, "ts": pl.Int64}
 

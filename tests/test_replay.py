@@ -15,15 +15,15 @@ import pytest
 import torch
 
 from melonbench import strategies
-from melonbench.candidates import evaluation_negatives
-from melonbench.config import PretrainConfig, RunConfig
+from melonbench.core.config import PretrainConfig, RunConfig
 from melonbench.data.store import load_dataset
-from melonbench.experiment import RunHooks, run_experiment
-from melonbench.history import History
-from melonbench.pretrain import load_or_pretrain
-from melonbench.replay import rank_batch
+from melonbench.online.candidates import evaluation_negatives
+from melonbench.online.history import History
+from melonbench.online.replay import rank_batch
+from melonbench.online.stream import Batch, Stream
+from melonbench.pipeline.experiment import RunHooks, run_experiment
+from melonbench.pipeline.pretrain import load_or_pretrain
 from melonbench.strategies.base import Strategy
-from melonbench.stream import Batch, Stream
 
 PRETRAIN = PretrainConfig(epochs=3, patience=3)
 

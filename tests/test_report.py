@@ -17,13 +17,13 @@ import pytest
 from scipy import stats as sps
 from typer.testing import CliRunner
 
-from melonbench import report_model
 from melonbench.cli import app
-from melonbench.errors import MelonbenchError
-from melonbench.plots import write_plots
-from melonbench.report import ReportOptions, build_report, make_report, render
-from melonbench.report_model import fmt_p
-from melonbench.report_runs import PairingError, aligned, load_runs
+from melonbench.core.errors import MelonbenchError
+from melonbench.report import model as report_model
+from melonbench.report.build import ReportOptions, build_report, make_report, render
+from melonbench.report.model import fmt_p
+from melonbench.report.plots import write_plots
+from melonbench.report.runs import PairingError, aligned, load_runs
 
 GOLDEN = Path(__file__).parent / "golden"
 SAMPLED_BASE = {"default": 0.30, "frozen": 0.25, "melon": 0.45, "sml": 0.28, "melon-i": 0.31, "melon-p": 0.29}

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from melonbench import reproduce as reproduce_module
 from melonbench import strategies
 from melonbench.cli import app
-from melonbench.config import PrepareOptions, PretrainConfig, RunConfig
-from melonbench.errors import MelonbenchError, NotPreparedError, UnknownNameError
-from melonbench.reproduce import ReproduceConfig, grid, reproduce
+from melonbench.core.config import PrepareOptions, PretrainConfig, RunConfig
+from melonbench.core.errors import MelonbenchError, NotPreparedError, UnknownNameError
+from melonbench.pipeline import reproduce as reproduce_module
+from melonbench.pipeline.reproduce import ReproduceConfig, grid, reproduce
 from melonbench.strategies.frozen import Frozen
 
 

@@ -7,10 +7,16 @@ import torch
 from typer.testing import CliRunner
 
 from melonbench import strategies
-from melonbench.config import PretrainConfig, RunConfig
-from melonbench.errors import CheckpointError, DivergenceError, IncompatibleError, MelonbenchError, NotPreparedError
-from melonbench.experiment import run_experiment
-from melonbench.paths import checkpoints_dir
+from melonbench.core.config import PretrainConfig, RunConfig
+from melonbench.core.errors import (
+    CheckpointError,
+    DivergenceError,
+    IncompatibleError,
+    MelonbenchError,
+    NotPreparedError,
+)
+from melonbench.pipeline.experiment import run_experiment
+from melonbench.store.paths import checkpoints_dir
 from melonbench.strategies.default import Default
 
 PRETRAIN = PretrainConfig(epochs=1)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny import online_batches, tiny_model, tiny_stream
 
-from melonbench.history import History
+from melonbench.online.history import History
 from melonbench.strategies import build_strategy, s2meta
 from melonbench.strategies.base import sorted_rows
 from melonbench.strategies.lazy_state import LazyState

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from tiny import online_batches, tiny_model, tiny_stream
 from typer.testing import CliRunner
 
-from melonbench import experiment
 from melonbench.cli import app
-from melonbench.history import History
+from melonbench.online.history import History
+from melonbench.pipeline import experiment
 from melonbench.strategies import build_strategy
 from melonbench.strategies.sml import TransferNet
 

@@ -1,4 +1,4 @@
-"""melonbench.stats: values checked against scipy and against arithmetic done by hand (shown in comments)."""
+"""melonbench.report.stats: values checked against scipy and against arithmetic done by hand (shown in comments)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from melonbench.stats import block_bootstrap_ci, block_length, holm, kendall_tau, mean_se, paired_ttest
+from melonbench.report.stats import block_bootstrap_ci, block_length, holm, kendall_tau, mean_se, paired_ttest
 
 A = [0.31, 0.28, 0.35, 0.40, 0.22, 0.30, 0.27, 0.33]
 B = [0.29, 0.27, 0.30, 0.41, 0.20, 0.25, 0.27, 0.30]

@@ -12,11 +12,11 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from melonbench.cli import app
-from melonbench.config import PrepareOptions
+from melonbench.core.config import PrepareOptions
+from melonbench.core.errors import DataError, NotPreparedError
 from melonbench.data.catalog import print_card, print_catalog
 from melonbench.data.prepare import prepare_dataset
 from melonbench.data.store import load_dataset
-from melonbench.errors import DataError, NotPreparedError
 
 MAGAZINE = "amazon2018-magazine-ratings-sample/Magazine_Subscriptions.csv"
 

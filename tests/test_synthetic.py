@@ -16,9 +16,9 @@ import polars as pl
 import pytest
 import torch
 
-from melonbench.config import PrepareOptions
+from melonbench.core.config import PrepareOptions
+from melonbench.core.errors import DataError
 from melonbench.data.synthetic import DAY, KINDS, Simulation, SyntheticConfig, generate, read, simulate
-from melonbench.errors import DataError
 
 SMALL = SyntheticConfig(users=2_000, items=1_000)
 STATIONARY = dict(new_item_fraction=0.0, abrupt_fraction=0.0, gradual_fraction=0.0, trend=0.0, initial_users=1.0)

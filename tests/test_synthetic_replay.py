@@ -10,9 +10,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from melonbench.config import PrepareOptions, PretrainConfig, RunConfig
+from melonbench.core.config import PrepareOptions, PretrainConfig, RunConfig
 from melonbench.data.prepare import prepare_dataset
-from melonbench.experiment import run_experiment
+from melonbench.pipeline.experiment import run_experiment
 
 PRETRAIN = PretrainConfig(epochs=20, patience=5)
 

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from melonbench.timing import Stopwatch, peak_memory_bytes, reset_peak_memory
+from melonbench.online.timing import Stopwatch, peak_memory_bytes, reset_peak_memory
 
 
 def test_sections_accumulate_and_pop_resets() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from melonbench.history import History
 from melonbench.models import build_model
-from melonbench.negatives import sample_negatives
-from melonbench.stream import Batch, Stream
+from melonbench.online.history import History
+from melonbench.online.negatives import sample_negatives
+from melonbench.online.stream import Batch, Stream
 
 
 def tiny_stream(n_users: int = 30, n_items: int = 40, n: int = 600, seed: int = 0) -> Stream:

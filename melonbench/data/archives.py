@@ -11,7 +11,7 @@ Safety rules, enforced on every archive it walks:
   an archive that was built to attack extractors, so none of it is trusted);
 - links, devices and FIFOs are refused; directories are skipped;
 - the total number of decompressed bytes handed out is capped (``max_bytes``), against decompression bombs;
-- a truncated or corrupt gzip/tar/zip becomes one :class:`~melonbench.errors.DataError` line naming the file.
+- a truncated or corrupt gzip/tar/zip becomes one :class:`~melonbench.core.errors.DataError` line naming the file.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from melonbench.errors import DataError
+from melonbench.core.errors import DataError
 
 DEFAULT_MAX_BYTES = 64 * 2**30  # Adressa one week is ~13 GB unpacked, Yelp's review file ~5 GB
 ARCHIVE_SUFFIXES = (".tar", ".tgz", ".tar.gz", ".zip")

@@ -28,9 +28,10 @@ from typing import Any
 
 import polars as pl
 
-from melonbench import __version__, paths
-from melonbench.atomic import atomic_write_json
+from melonbench import __version__
 from melonbench.data.filtering import SPLITS
+from melonbench.store import paths
+from melonbench.store.atomic import atomic_write_json
 
 CARD_VERSION = 1
 _HASH_CACHE = "sha256-cache.json"

@@ -7,10 +7,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from melonbench import paths
 from melonbench.data.card import read_card
 from melonbench.data.filtering import SPLITS
 from melonbench.data.store import load_card, prepared_names
+from melonbench.store import paths
 
 
 def print_catalog(console: Console) -> None:

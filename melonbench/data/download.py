@@ -22,9 +22,9 @@ import urllib3
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from melonbench.atomic import atomic_write_bytes
+from melonbench.core.errors import ChecksumError, MelonbenchError
 from melonbench.data.registry import DatasetSpec
-from melonbench.errors import ChecksumError, MelonbenchError
+from melonbench.store.atomic import atomic_write_bytes
 
 TIMEOUT = (15.0, 60.0)  # seconds to connect, seconds of silence while reading
 _CHUNK = 1 << 20

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from melonbench.errors import DataError
+from melonbench.core.errors import DataError
 
 SPLITS = ("pretrain", "validation", "test")
 SplitDtype = pl.Enum(list(SPLITS))

@@ -26,12 +26,13 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 
-from melonbench import paths
-from melonbench.atomic import atomic_write_json, staging_dir
-from melonbench.config import PrepareOptions, config_hash, to_jsonable
+from melonbench.core.config import PrepareOptions, config_hash, to_jsonable
+from melonbench.core.errors import DataError, MelonbenchError
 from melonbench.data import filtering
 from melonbench.data.card import build_card, cached_sha256, read_card, sha256_file
-from melonbench.errors import DataError, MelonbenchError
+from melonbench.data.context import ReadContext
+from melonbench.store import paths
+from melonbench.store.atomic import atomic_write_json, staging_dir
 
 PIPELINE_VERSION = 1  # bump when a change to the steps makes older preparations differ from new ones
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -211,8 +212,6 @@ def _read(
     code). Casting to a private ``Categorical`` inside the streaming plan means the raw id text is only ever
     stored once, as the category list, however long the input.
     """
-    from melonbench.data.registry import ReadContext
-
     with console.status(f"reading {spec.name} input"):
         source = f"{spec.name} input {', '.join(p.name for p in files)}" if files else f"{spec.name} reader"
         lf = _checked(lambda: spec.reader(files, ReadContext(workdir=workdir, options=options)), source)

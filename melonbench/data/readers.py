@@ -5,7 +5,7 @@ Every reader follows :data:`melonbench.data.registry.Reader`: it takes the input
 ``item`` (raw ids: text, or integers for MovieLens) and ``ts`` (Int64 unix seconds), rows in input order, several
 inputs concatenated in the order given. Ratings are dropped (every rating is an implicit positive); records
 without a user, an item or a time are dropped. What can be checked cheaply (missing file, empty file, header,
-first record) raises :class:`~melonbench.errors.DataError` at once; values deep inside a large file are checked
+first record) raises :class:`~melonbench.core.errors.DataError` at once; values deep inside a large file are checked
 when the pipeline collects, through :func:`collect_checked`.
 """
 
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from melonbench.core.errors import DataError
 from melonbench.data.archives import copy_to, iter_members, sniff_file
 from melonbench.data.readers_csv import (
     Columns,
@@ -30,10 +31,9 @@ from melonbench.data.readers_csv import (
     scratch_file,
 )
 from melonbench.data.readers_json import JsonFields, looks_like_json, scan_parts, spill
-from melonbench.errors import DataError
 
 if TYPE_CHECKING:
-    from melonbench.data.registry import ReadContext
+    from melonbench.data.context import ReadContext
 
 __all__ = [
     "collect_checked",

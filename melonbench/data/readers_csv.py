@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from melonbench.core.errors import DataError
 from melonbench.data.archives import copy_to, iter_members, sniff_file
-from melonbench.errors import DataError
 
 if TYPE_CHECKING:
-    from melonbench.data.registry import ReadContext
+    from melonbench.data.context import ReadContext
 
 DELIMITERS = (",", "\t", ";")
 _DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "space": " ", "pipe": "|"}

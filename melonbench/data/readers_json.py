@@ -18,8 +18,8 @@ from typing import BinaryIO
 
 import polars as pl
 
+from melonbench.core.errors import DataError
 from melonbench.data.archives import Member
-from melonbench.errors import DataError
 
 CHUNK_BYTES = 64 * 2**20
 

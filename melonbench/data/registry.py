@@ -7,36 +7,16 @@ and the download then records the one it computed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from melonbench.config import PrepareOptions
+from melonbench.core.registry import lookup
+from melonbench.data.context import ReadContext, Reader
 from melonbench.data.readers import read_adressa, read_amazon, read_movielens, read_yelp
 from melonbench.data.readers_csv import read_csv
-from melonbench.registry import lookup
-
-
-@dataclass(frozen=True)
-class ReadContext:
-    """What a reader may use besides its input paths.
-
-    Attributes
-    ----------
-    workdir : Path
-        An empty temporary folder the reader may spill intermediate files into; removed by the pipeline.
-    options : PrepareOptions
-        The ``prepare`` options (``columns`` and ``params`` matter to some readers).
-    """
-
-    workdir: Path
-    options: PrepareOptions
-
-
-Reader = Callable[[Sequence[Path], ReadContext], pl.LazyFrame]
-"""Input paths → LazyFrame with exactly ``user``, ``item`` (raw ids) and ``ts`` (Int64 unix seconds), in input order."""
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from typing import Any
 
 import polars as pl
 
-from melonbench import paths
+from melonbench.core.errors import DataError, NotPreparedError
 from melonbench.data.card import read_card
 from melonbench.data.filtering import SPLITS, SplitDtype
-from melonbench.errors import DataError, NotPreparedError
+from melonbench.store import paths
 
 
 @dataclass(frozen=True)

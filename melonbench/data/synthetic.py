@@ -17,14 +17,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import polars as pl
 
-from melonbench.config import PrepareOptions
-from melonbench.errors import DataError, UnknownNameError
-from melonbench.registry import lookup
+from melonbench.core.errors import DataError, UnknownNameError
+from melonbench.core.registry import lookup
+from melonbench.data.context import ReadContext
 
 DAY = 86_400
 KINDS = ("stable", "abrupt", "gradual")  # user_kind codes 0, 1, 2
@@ -353,12 +352,6 @@ def generate(config: SyntheticConfig) -> pl.DataFrame:
     return simulate(config).interactions
 
 
-class _ReadContext(Protocol):
-    """What :func:`read` needs of the registry's reader context."""
-
-    options: PrepareOptions
-
-
 def config_from_params(params: Sequence[tuple[str, str]]) -> SyntheticConfig:
     """Build a :class:`SyntheticConfig` from ``--set key=value`` strings.
 
@@ -383,7 +376,7 @@ def config_from_params(params: Sequence[tuple[str, str]]) -> SyntheticConfig:
     return SyntheticConfig(**values)
 
 
-def read(paths: Sequence[Path], ctx: _ReadContext) -> pl.LazyFrame:
+def read(paths: Sequence[Path], ctx: ReadContext) -> pl.LazyFrame:
     """The registry's reader for ``synthetic``: generate the stream from ``--set key=value`` settings.
 
     Parameters

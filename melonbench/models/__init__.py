@@ -1,13 +1,14 @@
-"""Recommenders (BPR, NCF) and their registry."""
+"""The recommenders and their registry (``MODELS``): ``base`` (the :class:`Recommender` contract: scores,
+per-interaction losses, which tables hold user and item rows), ``bpr`` (BPR-MF) and ``ncf`` (GMF + MLP)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from melonbench.core.registry import lookup
 from melonbench.models.base import Recommender
 from melonbench.models.bpr import BPR
 from melonbench.models.ncf import NCF
-from melonbench.registry import lookup
 
 MODELS: dict[str, type[Recommender]] = {"bpr": BPR, "ncf": NCF}
 

@@ -1,12 +1,17 @@
-"""Online update strategies and their registry (one explicit dict; one file per strategy)."""
+"""Online update strategies and their registry (``STRATEGIES``: one explicit dict; one file per strategy).
+
+``base`` is the :class:`Strategy` contract (and B_t^last, shared by the look-ahead strategies); ``default``,
+``frozen``, ``eals``, ``mwnet``, ``metasgd``, ``s2meta`` (its cell in ``s2meta_cell``), ``sml`` and the ``melon``
+package are the strategies; ``lazy_adam``, ``lazy_state`` and ``preprocess`` are what several of them share.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from melonbench.errors import IncompatibleError
+from melonbench.core.errors import IncompatibleError
+from melonbench.core.registry import lookup
 from melonbench.models.base import Recommender
-from melonbench.registry import lookup
 from melonbench.strategies.base import Strategy, parse_config
 from melonbench.strategies.default import Default
 from melonbench.strategies.eals import EALS

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from melonbench.errors import MelonbenchError
-from melonbench.negatives import sample_training_negatives
+from melonbench.core.errors import MelonbenchError
+from melonbench.online.negatives import sample_training_negatives
 
 if TYPE_CHECKING:
-    from melonbench.history import History
     from melonbench.models.base import Recommender
-    from melonbench.stream import Batch
+    from melonbench.online.history import History
+    from melonbench.online.stream import Batch
 
 
 class Strategy(abc.ABC):
@@ -77,7 +77,7 @@ class Strategy(abc.ABC):
         before the update (detached). Must not modify the batch's tensors."""
 
     def pretrain_step(self, batch: Batch, history: History) -> torch.Tensor | None:
-        """One meta-model pre-training step (meta strategies only); see ``melonbench.meta_pretrain``.
+        """One meta-model pre-training step (meta strategies only); see ``melonbench.pipeline.meta_pretrain``.
 
         Called on a throw-away copy of the pre-trained recommender, in time order over the pre-training part,
         so the same look-ahead → meta step → update sequence as online applies. Returns per-interaction losses.

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from melonbench.cuda_graph import GraphedStep, load_optimizer_state
+from melonbench.online.cuda_graph import GraphedStep, load_optimizer_state
 from melonbench.strategies.base import Strategy, touched_rows
 from melonbench.strategies.lazy_adam import LazyAdam
 
 if TYPE_CHECKING:
-    from melonbench.history import History
     from melonbench.models.base import Recommender
-    from melonbench.stream import Batch
+    from melonbench.online.history import History
+    from melonbench.online.stream import Batch
 
 
 @dataclasses.dataclass(frozen=True)

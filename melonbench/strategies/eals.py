@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from melonbench.errors import MelonbenchError
+from melonbench.core.errors import MelonbenchError
 from melonbench.strategies.default import Default, DefaultConfig
 
 if TYPE_CHECKING:

@@ -14,8 +14,8 @@ import torch
 from melonbench.strategies.base import Strategy
 
 if TYPE_CHECKING:
-    from melonbench.history import History
-    from melonbench.stream import Batch
+    from melonbench.online.history import History
+    from melonbench.online.stream import Batch
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,15 +36,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.func import functional_call
 
-from melonbench.cuda_graph import GraphedStep, load_optimizer_state
-from melonbench.errors import MelonbenchError
-from melonbench.seeding import derive_seed, generator
+from melonbench.core.errors import MelonbenchError
+from melonbench.online.cuda_graph import GraphedStep, load_optimizer_state
+from melonbench.online.seeding import derive_seed, generator
 from melonbench.strategies.base import Strategy, lookahead_batch, padded_lookahead_batch, touched_rows
 
 if TYPE_CHECKING:
-    from melonbench.history import History
     from melonbench.models.base import Recommender
-    from melonbench.stream import Batch
+    from melonbench.online.history import History
+    from melonbench.online.stream import Batch
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,15 +34,15 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from melonbench.cuda_graph import GraphedStep, load_optimizer_state
-from melonbench.seeding import derive_seed, generator
+from melonbench.online.cuda_graph import GraphedStep, load_optimizer_state
+from melonbench.online.seeding import derive_seed, generator
 from melonbench.strategies.base import lookahead_batch, padded_lookahead_batch
 from melonbench.strategies.default import Default, DefaultConfig
 
 if TYPE_CHECKING:
-    from melonbench.history import History
     from melonbench.models.base import Recommender
-    from melonbench.stream import Batch
+    from melonbench.online.history import History
+    from melonbench.online.stream import Batch
 
 
 def slot_columns(model: Recommender) -> int:

@@ -6,7 +6,8 @@ Paper: Du, Wang, Yang, Zhou, Tang, "Sequential Scenario-Specific Meta Learner fo
 Equations implemented, for every coordinate k of every recommender parameter the batch touches:
 
 - input ``x_k = [prep(g_k), prep(θ_k), prep(L)_0]`` (5 features), with ``g = clip(∇θ L, −1, 1)``, ``L`` the mean
-  BPR loss of the batch and ``prep`` the preprocessing of Andrychowicz et al. 2016 (``melonbench.preprocess``);
+  BPR loss of the batch and ``prep`` the preprocessing of Andrychowicz et al. 2016
+  (``melonbench.strategies.preprocess``);
 - ``(h_k, c_k) ← LSTMCell(x_k, (h_k, c_k))`` (5 → 16), then ``h_k ← LayerNorm(h_k)``;
 - learning rate ``lr_k = σ(w_lr · h_k + b_lr)`` and forget rate ``f_k = σ(w_f · h_k + b_f)``;
 - ``θ_k ← f_k θ_k − lr_k g_k``.
@@ -36,7 +37,7 @@ Deviations from the original, stated:
 - The original learns a stop controller that decides how many inner update steps to take on a scenario. Online
   we take exactly one update per batch, so there is nothing to stop and the controller is **not used**.
 - The original meta-trains across scenarios (tasks); here the meta-model is trained on the stream itself by the
-  look-ahead on B_t^last, as every meta strategy of this benchmark (``melonbench.meta_pretrain``).
+  look-ahead on B_t^last, as every meta strategy of this benchmark (``melonbench.pipeline.meta_pretrain``).
 - The original's tweak of the LSTM cell's own bias at initialisation is not reproduced (PyTorch's default
   ``LSTMCell`` initialisation is used).
 - Learning-rate capture stores ``lr / B`` (the weight of each interaction's gradient in the mean-loss step, as
@@ -51,9 +52,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from melonbench.cuda_graph import GraphedStep, load_optimizer_state
-from melonbench.preprocess import prep
-from melonbench.seeding import derive_seed, generator
+from melonbench.online.cuda_graph import GraphedStep, load_optimizer_state
+from melonbench.online.seeding import derive_seed, generator
 from melonbench.strategies.base import (
     Strategy,
     lookahead_batch,
@@ -62,12 +62,13 @@ from melonbench.strategies.base import (
     touched_rows,
 )
 from melonbench.strategies.lazy_state import DenseState, LazyState
+from melonbench.strategies.preprocess import prep
 from melonbench.strategies.s2meta_cell import MetaLSTMCell
 
 if TYPE_CHECKING:
-    from melonbench.history import History
     from melonbench.models.base import Recommender
-    from melonbench.stream import Batch
+    from melonbench.online.history import History
+    from melonbench.online.stream import Batch
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,8 @@ Per online batch B_t, after it has been ranked:
 2. **transfer**: ``W_t = f_Θ(W_{t−1}, ŵ_t)`` for the touched rows; no other row changes.
 
 The meta-model (both transfer networks and their optimiser) is pre-trained by running the same steps over the
-pre-training part on a copy of the recommender (``melonbench.meta_pretrain``), and keeps learning online (step 3).
+pre-training part on a copy of the recommender (``melonbench.pipeline.meta_pretrain``), and keeps learning online
+(step 3).
 
 Defaults and where they come from: the architecture, the two learning rates and the transfer weight decay are
 those of ``docs/strategies.md`` (after the SML paper's Sec. 3); the fit L2 (1e-4) and ``fit_steps = 1`` are
@@ -47,14 +48,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from melonbench.cuda_graph import GraphedStep, load_optimizer_state
-from melonbench.seeding import derive_seed
+from melonbench.online.cuda_graph import GraphedStep, load_optimizer_state
+from melonbench.online.seeding import derive_seed
 from melonbench.strategies.base import Strategy, sorted_rows, touched_rows
 
 if TYPE_CHECKING:
-    from melonbench.history import History
     from melonbench.models.base import Recommender
-    from melonbench.stream import Batch
+    from melonbench.online.history import History
+    from melonbench.online.stream import Batch
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """``melonbench reproduce``: run the paper's whole grid on one dataset, then write its report.
 
 The grid is every model × strategy × seed (seeds ``0 … N−1``); declared-incompatible pairs (SML on NCF) are not
-run and show as N/A. Each run goes through :func:`melonbench.experiment.run_experiment`, so finished runs are
+run and show as N/A. Each run goes through :func:`melonbench.pipeline.experiment.run_experiment`, so finished runs are
 re-used as they are and interrupted ones resume from their last checkpoint: running ``reproduce`` again after a
 crash only does what is missing. The report covers exactly the grid's runs.
 """
@@ -16,16 +16,16 @@ from pathlib import Path
 
 from rich.console import Console
 
-from melonbench import experiment
-from melonbench.atomic import atomic_write_bytes
-from melonbench.config import PrepareOptions, RunConfig
-from melonbench.errors import IncompatibleError, MelonbenchError, NotPreparedError
+from melonbench.core.config import PrepareOptions, RunConfig
+from melonbench.core.errors import IncompatibleError, MelonbenchError, NotPreparedError
+from melonbench.core.registry import lookup
 from melonbench.models import MODELS
-from melonbench.paths import home, results_dir
-from melonbench.plots import write_plots
-from melonbench.registry import lookup
-from melonbench.report import PROTOCOLS, build_report, render
-from melonbench.report_runs import load_runs
+from melonbench.pipeline import experiment
+from melonbench.report.build import PROTOCOLS, build_report, render
+from melonbench.report.plots import write_plots
+from melonbench.report.runs import load_runs
+from melonbench.store.atomic import atomic_write_bytes
+from melonbench.store.paths import home, results_dir
 from melonbench.strategies import STRATEGIES, check_compatible
 
 

@@ -19,16 +19,16 @@ from collections.abc import Callable
 import torch
 
 from melonbench import __version__
-from melonbench.atomic import atomic_write_bytes
-from melonbench.config import config_hash, to_jsonable
-from melonbench.errors import CheckpointError
-from melonbench.history import History
-from melonbench.negatives import sample_training_negatives
-from melonbench.paths import checkpoints_dir
-from melonbench.seeding import generator
+from melonbench.core.config import config_hash, to_jsonable
+from melonbench.core.errors import CheckpointError
+from melonbench.online.history import History
+from melonbench.online.negatives import sample_training_negatives
+from melonbench.online.seeding import generator
+from melonbench.online.stream import Batch, Stream, batch_spans
+from melonbench.store.atomic import atomic_write_bytes
+from melonbench.store.paths import checkpoints_dir
 from melonbench.strategies import build_strategy
 from melonbench.strategies.base import Strategy
-from melonbench.stream import Batch, Stream, batch_spans
 
 MetaCallback = Callable[[int, int, int], None]  # (epoch, batches done, batches per epoch)
 

@@ -17,8 +17,8 @@ from typing import Literal
 
 import torch
 
-from melonbench.errors import DataError
-from melonbench.history import History, lookup
+from melonbench.core.errors import DataError
+from melonbench.online.history import History, lookup
 
 Exclude = Literal["before", "ever"]
 

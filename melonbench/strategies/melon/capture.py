@@ -8,35 +8,50 @@ columns. Learning-rate gate only. See docs/melon.md ("Learning-rate capture").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 
 if TYPE_CHECKING:
-    from melonbench.strategies.melon import Melon
-    from melonbench.strategies.melon_grads import TableSlots, Touched
+    from melonbench.strategies.melon.grads import TableSlots, Touched
+
+Rate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (θ [1, Q], ∇ℓ [n or 1, Q]) -> lr gate [n or 1, Q]
 
 
-def capture(strategy: Melon, touched: Touched, h: torch.Tensor | None, rates) -> torch.Tensor:
-    """W of the update just applied: ``Float[B, C + P']`` (slots) or ``Float[B, Q + P']`` (params)."""
+def capture(
+    touched: Touched,
+    row_rates: torch.Tensor,
+    rate: Rate,
+    layout: list[TableSlots],
+    *,
+    batch_level: bool,
+    columns: str,
+    dense_cap: int,
+) -> torch.Tensor:
+    """W of the update just applied: ``Float[B, C + P']`` (slots) or ``Float[B, Q + P']`` (params).
+
+    ``row_rates`` are the learning rates the update gave each interaction's own rows, ``[B, C]``; ``rate`` gives
+    the learning-rate gate of other (θ, ∇ℓ) columns under the same meta-model and losses; ``batch_level`` (MeLON-P)
+    feeds it the batch gradient of each parameter instead of each interaction's own.
+    """
     n = touched.theta.shape[0]
     valid = torch.ones(n, device=touched.theta.device)
-    loss_in = strategy._loss_input(touched, valid)
-    if strategy.config.capture_layout == "slots":
-        rows = rates[0]
+    if columns == "slots":
+        rows = row_rates
     else:
-        theta, grads = param_columns(strategy.layout, touched)
-        if strategy.mode == "p":
+        theta, grads = param_columns(layout, touched)
+        if batch_level:
             grads = (valid @ grads)[None]
-        rows = torch.sigmoid(strategy._logits(h, theta, loss_in, grads))[..., 0].expand(n, theta.shape[1])
+        rows = rate(theta, grads).expand(n, theta.shape[1])
     p = touched.dense_theta.numel()
     if p == 0:
         return rows.contiguous()
-    cols = torch.linspace(0, p - 1, min(p, strategy.config.capture_dense), device=rows.device).round().long()
+    cols = torch.linspace(0, p - 1, min(p, dense_cap), device=rows.device).round().long()
     theta_d, grads_d = touched.dense_theta[cols][None], touched.dense_grads[:, cols]
-    if strategy.mode == "p":
+    if batch_level:
         grads_d = (valid @ grads_d)[None]
-    dense = torch.sigmoid(strategy._logits(h, theta_d, loss_in, grads_d))[..., 0].expand(n, cols.shape[0])
+    dense = rate(theta_d, grads_d).expand(n, cols.shape[0])
     return torch.cat([rows, dense], 1)
 
 

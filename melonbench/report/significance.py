@@ -12,10 +12,10 @@ import math
 
 import numpy as np
 
-from melonbench.report_model import RANKINGS, Cell, Table, fmt_p, model_label
-from melonbench.report_runs import Run, aligned
-from melonbench.report_tables import group, labels_of, models_of, settings_of, strategy_order
-from melonbench.stats import block_bootstrap_ci, block_length, holm, paired_ttest
+from melonbench.report.model import RANKINGS, Cell, Table, fmt_p, model_label
+from melonbench.report.runs import Run, aligned
+from melonbench.report.stats import block_bootstrap_ci, block_length, holm, paired_ttest
+from melonbench.report.tables import group, labels_of, models_of, settings_of, strategy_order
 
 METRICS = ("hr@5", "ndcg@5")
 
@@ -33,7 +33,7 @@ def significance(runs: list[Run], ranking: str, bootstrap_seed: int = 0, n_boot:
 
     Raises
     ------
-    melonbench.report_runs.PairingError
+    melonbench.report.runs.PairingError
         When two runs of the same setting, model and seed cannot be paired (see :func:`aligned`).
     """
     cells, labels = group(runs), labels_of(runs)

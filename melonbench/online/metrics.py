@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import torch
 
-from melonbench.errors import MelonbenchError
+from melonbench.core.errors import MelonbenchError
 
 
 def _loses_to(competitors: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from melonbench.atomic import atomic_write_bytes
-from melonbench.report_model import RANKINGS, model_label
-from melonbench.report_runs import Run
-from melonbench.report_tables import group, labels_of, models_of, settings_of, strategy_order
+from melonbench.report.model import RANKINGS, model_label
+from melonbench.report.runs import Run
+from melonbench.report.tables import group, labels_of, models_of, settings_of, strategy_order
+from melonbench.store.atomic import atomic_write_bytes
 
 
 def write_plots(runs: list[Run], folder: Path, rankings: tuple[str, ...]) -> list[Path]:

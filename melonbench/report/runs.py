@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from melonbench.errors import MelonbenchError
-from melonbench.results import read_runs
+from melonbench.core.errors import MelonbenchError
+from melonbench.store.results import read_runs
 
 SPAN = ("batch", "start", "n")
 # (label in messages, path in the manifest): what two paired runs must share.

@@ -19,17 +19,17 @@ from typing import Any
 import torch
 
 from melonbench import __version__
-from melonbench.atomic import atomic_write_bytes
-from melonbench.config import PretrainConfig, config_hash, to_jsonable
-from melonbench.errors import CheckpointError, DivergenceError
-from melonbench.history import History
-from melonbench.metrics import hit_rate, sampled_ranks
+from melonbench.core.config import PretrainConfig, config_hash, to_jsonable
+from melonbench.core.errors import CheckpointError, DivergenceError
 from melonbench.models import build_model
 from melonbench.models.base import Recommender
-from melonbench.negatives import sample_training_negatives
-from melonbench.paths import checkpoints_dir
-from melonbench.seeding import derive_seed, generator
-from melonbench.stream import Stream
+from melonbench.online.history import History
+from melonbench.online.metrics import hit_rate, sampled_ranks
+from melonbench.online.negatives import sample_training_negatives
+from melonbench.online.seeding import derive_seed, generator
+from melonbench.online.stream import Stream
+from melonbench.store.atomic import atomic_write_bytes
+from melonbench.store.paths import checkpoints_dir
 
 EpochCallback = Callable[[int, float, float], None]  # (epoch, mean train loss, validation HR@5)
 

@@ -1,7 +1,7 @@
 """MeLON's meta-model φ and its small networks: graph attention for h_x, the role MLP, and the dense-weight step.
 
 Kept apart from :mod:`melonbench.strategies.melon` (the strategy and its update algebra) and
-:mod:`melonbench.strategies.melon_grads` (per-sample gradients) so that each file reads on a few screens. Nothing
+:mod:`melonbench.strategies.melon.grads` (per-sample gradients) so that each file reads on a few screens. Nothing
 here is a :class:`~melonbench.strategies.base.Strategy`.
 """
 
@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from melonbench.preprocess import prep
+from melonbench.strategies.preprocess import prep
 
 if TYPE_CHECKING:
-    from melonbench.strategies.melon import MelonConfig
+    from melonbench.strategies.melon.config import MelonConfig
 
 
 class InteractionEncoder(nn.Module):

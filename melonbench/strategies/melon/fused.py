@@ -1,6 +1,6 @@
 """MeLON's dense-weight step with the role network fused into two Triton kernels (``fused_role``, on by default).
 
-:class:`~melonbench.strategies.melon_parts.DenseStep` computes the same thing with PyTorch operations, which write
+:class:`~melonbench.strategies.melon.parts.DenseStep` computes the same thing with PyTorch operations, which write
 the role network's ``[pairs, R]`` activations to memory several times over: on a GPU with CUDA graphs, NCF's
 look-ahead (≈ 10 million (interaction, dense weight) pairs) is then bound by that memory traffic (docs/melon.md,
 "CUDA graphs"). Here each program owns ``BLOCK`` dense weights (columns) and ``ROWS`` interactions (rows), and
@@ -38,7 +38,7 @@ TILED = False
 its weights once at the end, instead of reducing them at every row (six fewer cross-thread reductions per
 interaction, six more ``[BLOCK, R]`` tiles held; not yet measured on a GPU, ``benchmarks/fused_tune.py``)."""
 P = 10.0
-"""The gradient preprocessing's ``p`` (:func:`melonbench.preprocess.prep`)."""
+"""The gradient preprocessing's ``p`` (:func:`melonbench.strategies.preprocess.prep`)."""
 LAUNCH = {"num_warps": 2, "enable_fp_fusion": True}
 """Compile options: two warps for a ``[32, 16]`` tile; multiply-adds contracted, as Triton has done by default (said
 explicitly: Triton 3.9 warns that its default will change)."""
@@ -82,7 +82,7 @@ def compile_for(
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from melonbench.strategies.melon_fused_kernels import backward, forward
+    from melonbench.strategies.melon.fused_kernels import backward, forward
 
     tile = {"BLOCK": block or BLOCK, "ROWS": rows or ROWS}
     options = LAUNCH | ({"num_warps": warps} if warps else {})
@@ -125,7 +125,7 @@ def _resources(cubin: bytes) -> str:
 
 
 class FusedDenseStep(torch.autograd.Function):
-    """:class:`~melonbench.strategies.melon_parts.DenseStep` (same inputs, same result) in two Triton kernels.
+    """:class:`~melonbench.strategies.melon.parts.DenseStep` (same inputs, same result) in two Triton kernels.
 
     Inputs: ``theta [c]`` and ``grads [n, c]`` (constants), ``per_x [n|1, R]``, ``gate_x [n, 2]``, the role MLP's
     ``w_θ [R]``, ``W_g [R, 2]``, ``W_2 [R, R]``, ``b_2 [R]``, ``U [2, R]``, then ``valid [n]`` and ``mean``.
@@ -133,7 +133,7 @@ class FusedDenseStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, theta, grads, per_x, gate_x, w_theta, w_grad, w2, b2, head, valid, mean):
-        from melonbench.strategies import melon_fused_kernels as kernels
+        from melonbench.strategies.melon import fused_kernels as kernels
 
         theta, grads, per_x, gate_x = (t.contiguous() for t in (theta, grads, per_x, gate_x))
         weights = tuple(t.contiguous() for t in (w_theta, w_grad, w2, b2, head))
@@ -155,7 +155,7 @@ class FusedDenseStep(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_new):
-        from melonbench.strategies import melon_fused_kernels as kernels
+        from melonbench.strategies.melon import fused_kernels as kernels
 
         theta, grads, per_x, gate_x, w_theta, w_grad, w2, b2, head, valid, n_valid = ctx.saved_tensors
         n, c = grads.shape

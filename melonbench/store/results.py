@@ -21,8 +21,8 @@ from typing import Any
 import polars as pl
 import torch
 
-from melonbench.atomic import atomic_write_bytes, atomic_write_json
-from melonbench.errors import CheckpointError
+from melonbench.core.errors import CheckpointError
+from melonbench.store.atomic import atomic_write_bytes, atomic_write_json
 
 BATCHES = "batches.parquet"
 MANIFEST = "manifest.json"

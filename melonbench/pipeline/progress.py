@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from melonbench.experiment import RunHooks
+from melonbench.pipeline.experiment import RunHooks
 
 
 class RichHooks(RunHooks):

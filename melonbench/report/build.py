@@ -1,7 +1,7 @@
 """``melonbench report``: the paper's tables and figures from the result store, with honest statistics.
 
 Nothing is rerun: every number comes from the stored per-batch rows (``batches.parquet``) and manifests. The
-tables are built once into a :class:`~melonbench.report_model.Report` and drawn by one of several pure renderers
+tables are built once into a :class:`~melonbench.report.model.Report` and drawn by one of several pure renderers
 (terminal, Markdown, LaTeX); figures go to PNG files.
 """
 
@@ -14,15 +14,15 @@ from typing import Literal
 
 from rich.console import Console
 
-from melonbench.atomic import atomic_write_bytes
-from melonbench.errors import MelonbenchError
-from melonbench.paths import results_dir
-from melonbench.plots import write_plots
-from melonbench.report_model import Report, model_label
-from melonbench.report_render import latex, markdown, terminal
-from melonbench.report_runs import Run, load_runs
-from melonbench.report_significance import significance
-from melonbench.report_tables import ablation, accuracy, agreement, models_of, settings_of, timing
+from melonbench.core.errors import MelonbenchError
+from melonbench.report.model import Report, model_label
+from melonbench.report.plots import write_plots
+from melonbench.report.render import latex, markdown, terminal
+from melonbench.report.runs import Run, load_runs
+from melonbench.report.significance import significance
+from melonbench.report.tables import ablation, accuracy, agreement, models_of, settings_of, timing
+from melonbench.store.atomic import atomic_write_bytes
+from melonbench.store.paths import results_dir
 
 Format = Literal["terminal", "markdown", "latex"]
 PROTOCOLS = {"sampled": ("sampled",), "full": ("full",), "both": ("sampled", "full")}
@@ -67,7 +67,7 @@ def build_report(runs: list[Run], protocol: str = "both", bootstrap_seed: int = 
 
     Raises
     ------
-    melonbench.report_runs.PairingError
+    melonbench.report.runs.PairingError
         When runs that the significance table must pair were not replayed on the same stream, checkpoint,
         negatives and batches.
     """

@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Mapping
 from typing import TypeVar
 
-from melonbench.errors import UnknownNameError
+from melonbench.core.errors import UnknownNameError
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""Renderers of a :class:`~melonbench.report_model.Report`: Markdown, LaTeX (booktabs) and rich terminal tables.
+"""Renderers of a :class:`~melonbench.report.model.Report`: Markdown, LaTeX (booktabs) and rich terminal tables.
 
 Each is a pure function of the report; none computes anything.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from melonbench.report_model import Cell, Report, Table
+from melonbench.report.model import Cell, Report, Table
 
 LATEX_TEXT = {
     "\\": r"\textbackslash{}",

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from melonbench.atomic import atomic_write_bytes
-from melonbench.history import History
-from melonbench.negatives import sample_negatives
-from melonbench.seeding import generator
-from melonbench.stream import Stream
+from melonbench.online.history import History
+from melonbench.online.negatives import sample_negatives
+from melonbench.online.seeding import generator
+from melonbench.online.stream import Stream
+from melonbench.store.atomic import atomic_write_bytes
 
 _CHUNK = 65_536  # rows per draw: bounds the temporary memory of rejection sampling
 

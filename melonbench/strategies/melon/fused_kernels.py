@@ -1,4 +1,4 @@
-"""The two Triton kernels of :mod:`melonbench.strategies.melon_fused` (imported only when they are launched or
+"""The two Triton kernels of :mod:`melonbench.strategies.melon.fused` (imported only when they are launched or
 compiled: Triton's import costs about 0.15 s, which every ``melonbench`` command would otherwise pay)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import triton.language as tl
 
 @triton.jit
 def _prep(g, small, big_scale, P: tl.constexpr):
-    """:func:`melonbench.preprocess.prep` of a tile: ``(log|g| / p, sign g)`` if ``|g| ≥ e^-p``, else
+    """:func:`melonbench.strategies.preprocess.prep` of a tile: ``(log|g| / p, sign g)`` if ``|g| ≥ e^-p``, else
     ``(−1, e^p g)``."""
     a = tl.abs(g)
     big = a >= small

@@ -1,6 +1,6 @@
 """The descriptive tables: accuracy (Table 2), ablation (Table 3), time per batch (Table 4), protocol agreement.
 
-Each builder takes the loaded runs and returns a :class:`~melonbench.report_model.Table`. A cell's value is the
+Each builder takes the loaded runs and returns a :class:`~melonbench.report.model.Table`. A cell's value is the
 mean over seeds of each run's interaction-weighted mean over its reported split, ± the standard error over seeds.
 """
 
@@ -13,7 +13,7 @@ from collections import defaultdict
 import numpy as np
 
 from melonbench.models import MODELS
-from melonbench.report_model import (
+from melonbench.report.model import (
     ABLATION,
     RANKINGS,
     Cell,
@@ -26,8 +26,8 @@ from melonbench.report_model import (
     strategy_label,
     strategy_order,
 )
-from melonbench.report_runs import Run
-from melonbench.stats import kendall_tau, mean_se
+from melonbench.report.runs import Run
+from melonbench.report.stats import kendall_tau, mean_se
 
 Cells = dict[tuple[str, str, str], list[Run]]
 

@@ -16,16 +16,24 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 import torch
 
-from melonbench.history import History
-from melonbench.metrics import full_ranks, hit_rate, ndcg, sampled_ranks
 from melonbench.models.base import Recommender
-from melonbench.negatives import sample_training_negatives
-from melonbench.strategies.base import Strategy
-from melonbench.stream import Batch, Stream
-from melonbench.timing import Stopwatch
+from melonbench.online.history import History
+from melonbench.online.metrics import full_ranks, hit_rate, ndcg, sampled_ranks
+from melonbench.online.negatives import sample_training_negatives
+from melonbench.online.stream import Batch, Stream
+from melonbench.online.timing import Stopwatch
+
+
+class Updater(Protocol):
+    """What the loop needs of a strategy (:class:`~melonbench.strategies.base.Strategy` is one): the update."""
+
+    def online_step(self, batch: Batch, history: History) -> torch.Tensor:
+        """Update the recommender on ``batch`` (already ranked); return its per-interaction losses ``Float[B]``."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +78,7 @@ def rank_batch(
 
 def replay(
     model: Recommender,
-    strategy: Strategy,
+    strategy: Updater,
     stream: Stream,
     history: History,
     spans: Iterable[tuple[int, str, int, int]],

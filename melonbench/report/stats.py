@@ -1,7 +1,7 @@
 """The statistics behind ``melonbench report``: means with standard errors, paired tests, block bootstrap, Holm.
 
 Every function is pure and works on plain numpy arrays; deciding *which* runs may be paired (same stream,
-checkpoint, negatives and batches) is :func:`melonbench.report_runs.aligned`'s job. Two units of pairing are
+checkpoint, negatives and batches) is :func:`melonbench.report.runs.aligned`'s job. Two units of pairing are
 offered because the published one is fragile:
 
 - **per batch** (the paper's style): the per-batch metric of strategy A and of strategy B on the same batch of the

@@ -12,10 +12,10 @@ Per online batch B_t (Algorithm 1, Eq. 14–16), with φ the meta-model:
 Rates (Eq. 8–12): ``w_{x,m}, f_{x,m} = σ(a_x + b_{x,m} + c)``, the fused gate split into an interaction part
 ``a_x = V h_x`` (h_x: graph attention over up to 10 recent neighbours of u and of i, on the detached recommender
 embeddings) and a role part ``b_{x,m} = U h_{x,m}`` with ``h_{x,m} = MLP([θ_m, prep ℓ_x, prep ∇_{θ_m}ℓ_x])``.
-Per-interaction gradients: closed form for BPR-MF, ``torch.func.vmap(grad)`` otherwise (see ``melon_grads``);
+Per-interaction gradients: closed form for BPR-MF, ``torch.func.vmap(grad)`` otherwise (see ``grads``);
 NCF's dense weights get a rate per (interaction, weight) pair, computed in chunks of ``chunk`` pairs, each one
-autograd node (``melon_parts.DenseStep``) that recomputes its activations in the backward pass so that memory
-stays bounded (with ``fused_role`` on CUDA: all at once, in two Triton kernels, ``melon_fused``).
+autograd node (``parts.DenseStep``) that recomputes its activations in the backward pass so that memory
+stays bounded (with ``fused_role`` on CUDA: all at once, in two Triton kernels, ``fused``).
 
 Choices where the paper is silent (see docs/melon.md):
 - a parameter touched by several interactions gets the **sum** of their gradient steps (Eq. 5) and the **mean**
@@ -34,21 +34,20 @@ the role part batch-level inputs (mean loss, batch gradient of θ_m): one rate p
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from melonbench.cuda_graph import GraphedStep, load_optimizer_state
-from melonbench.errors import MelonbenchError
-from melonbench.preprocess import prep
-from melonbench.seeding import derive_seed, generator
-from melonbench.strategies import melon_fused
+from melonbench.core.errors import MelonbenchError
+from melonbench.online.cuda_graph import GraphedStep, load_optimizer_state
+from melonbench.online.seeding import derive_seed, generator
 from melonbench.strategies.base import Strategy, lookahead_batch, padded_lookahead_batch
-from melonbench.strategies.melon_capture import capture
-from melonbench.strategies.melon_grads import (
+from melonbench.strategies.melon import fused as melon_fused
+from melonbench.strategies.melon.capture import capture
+from melonbench.strategies.melon.config import LAYOUTS, VARIANTS, MelonConfig
+from melonbench.strategies.melon.grads import (
     TableSlots,
     Touched,
     batch_row_grads,
@@ -59,35 +58,13 @@ from melonbench.strategies.melon_grads import (
     table_slots,
     unflatten_dense,
 )
-from melonbench.strategies.melon_parts import DenseStep, MetaModel, Workspace
+from melonbench.strategies.melon.parts import DenseStep, MetaModel, Workspace
+from melonbench.strategies.preprocess import prep
 
 if TYPE_CHECKING:
-    from melonbench.history import History
     from melonbench.models.base import Recommender
-    from melonbench.stream import Batch
-
-VARIANTS = ("paper", "reference")
-LAYOUTS = ("slots", "params")
-
-
-@dataclasses.dataclass(frozen=True)
-class MelonConfig:
-    variant: str = "paper"  # "paper" (the equations) or "reference" (the released code); docs/melon.md
-    meta_lr: float = 1e-3  # paper, Algorithm 1 (Adam)
-    meta_epochs: int = 3  # passes over the pre-training part; paper: 100 (kept small for cost, docs/melon.md)
-    hidden: int = 32  # size of h_x; paper silent (reference code: 20, used by variant=reference)
-    role_hidden: int = 16  # size of h_{x,m}; paper silent (reference code: 20, used by variant=reference)
-    neighbours: int = 10  # sampled neighbours per side, paper Sec. 4.1
-    lr_bias_low: float = -5.0  # learning-rate gate bias ~ U(low, high): reference code
-    lr_bias_high: float = -4.0
-    forget_bias_low: float = 4.0  # forget gate bias ~ U(low, high): reference code
-    forget_bias_high: float = 6.0
-    chunk: int = 0  # (interaction, dense weight) pairs per chunk, bounds memory; 0 = 2^15 on CPU, 2^20 on GPU
-    capture_layout: str = "slots"  # learning-rate capture columns: "slots" or "params" (docs/melon.md)
-    capture_dense: int = 4096  # at most this many dense-weight columns in a capture (evenly spaced)
-    cuda_graphs: bool = True  # on CUDA, replay each batch's steps as a CUDA graph (docs/melon.md; no effect on CPU)
-    graph_bucket: int = 0  # with cuda_graphs: B^last padded to a multiple of this (0: to 2|B_t|, one graph)
-    fused_role: bool = True  # on CUDA with Triton, the role network over dense pairs in two kernels (docs/melon.md)
+    from melonbench.online.history import History
+    from melonbench.online.stream import Batch
 
 
 class Melon(Strategy):
@@ -186,7 +163,20 @@ class Melon(Strategy):
             for name, value in unflatten_dense(self.model, dense).items():
                 self.model.dense_parameters()[name].copy_(value)
             if self.capture_lr:
-                self.captured_lr = capture(self, touched, h, rates)
+                loss_in = self._loss_input(touched, valid)
+
+                def rate(theta: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+                    return torch.sigmoid(self._logits(h, theta, loss_in, grads))[..., 0]
+
+                self.captured_lr = capture(
+                    touched,
+                    rates[0],
+                    rate,
+                    self.layout,
+                    batch_level=self.mode == "p",
+                    columns=self.config.capture_layout,
+                    dense_cap=self.config.capture_dense,
+                )
         return touched.losses
 
     # ---- the same steps at fixed shapes, for CUDA graphs ---------------------------------------------------------
@@ -356,7 +346,7 @@ class Melon(Strategy):
                 role.second.bias,
                 role.head.weight,
             )
-            if self.fused:  # all pairs at once, their activations in registers only (melon_fused.py)
+            if self.fused:  # all pairs at once, their activations in registers only (fused.py)
                 return melon_fused.FusedDenseStep.apply(theta, grads, per_x, gate_x, *weights, valid, mean)
             work = self._dense_work
             return torch.cat([DenseStep.apply(t, g, per_x, gate_x, *weights, valid, mean, work) for t, g in chunks])

@@ -19,27 +19,27 @@ import numpy as np
 import torch
 
 from melonbench import __version__
-from melonbench.atomic import atomic_save_npy
-from melonbench.candidates import evaluation_negatives
-from melonbench.config import PrepareOptions, PretrainConfig, RunConfig, config_hash, to_jsonable
-from melonbench.cuda_graph import graph_report
+from melonbench.core.config import PrepareOptions, PretrainConfig, RunConfig, config_hash, to_jsonable
+from melonbench.core.errors import DivergenceError, MelonbenchError, NotPreparedError
+from melonbench.core.registry import lookup
 from melonbench.data.prepare import prepare_dataset
 from melonbench.data.store import PreparedDataset, load_dataset
-from melonbench.determinism import deterministic
-from melonbench.errors import DivergenceError, MelonbenchError, NotPreparedError
-from melonbench.history import History
-from melonbench.meta_pretrain import load_or_train_meta
 from melonbench.models import MODELS
-from melonbench.paths import results_dir
-from melonbench.pretrain import Checkpoint, load_or_pretrain
-from melonbench.registry import lookup
-from melonbench.replay import BatchOutcome, replay, value_names
-from melonbench.results import RunStore, git_commit
-from melonbench.seeding import generator
+from melonbench.online.candidates import evaluation_negatives
+from melonbench.online.cuda_graph import graph_report
+from melonbench.online.determinism import deterministic
+from melonbench.online.history import History
+from melonbench.online.replay import BatchOutcome, replay, value_names
+from melonbench.online.seeding import generator
+from melonbench.online.stream import Stream, batch_spans
+from melonbench.online.timing import Stopwatch, device_name, peak_memory_bytes, reset_peak_memory
+from melonbench.pipeline.meta_pretrain import load_or_train_meta
+from melonbench.pipeline.pretrain import Checkpoint, load_or_pretrain
+from melonbench.store.atomic import atomic_save_npy
+from melonbench.store.paths import results_dir
+from melonbench.store.results import RunStore, git_commit
 from melonbench.strategies import build_strategy, check_compatible, get_strategy
 from melonbench.strategies.base import parse_config
-from melonbench.stream import Stream, batch_spans
-from melonbench.timing import Stopwatch, device_name, peak_memory_bytes, reset_peak_memory
 
 
 @dataclasses.dataclass(frozen=True)

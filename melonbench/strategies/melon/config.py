@@ -1,0 +1,28 @@
+"""MeLON's settings: one frozen dataclass, shared by the strategy and its meta-model (docs/melon.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+VARIANTS = ("paper", "reference")
+LAYOUTS = ("slots", "params")
+
+
+@dataclasses.dataclass(frozen=True)
+class MelonConfig:
+    variant: str = "paper"  # "paper" (the equations) or "reference" (the released code); docs/melon.md
+    meta_lr: float = 1e-3  # paper, Algorithm 1 (Adam)
+    meta_epochs: int = 3  # passes over the pre-training part; paper: 100 (kept small for cost, docs/melon.md)
+    hidden: int = 32  # size of h_x; paper silent (reference code: 20, used by variant=reference)
+    role_hidden: int = 16  # size of h_{x,m}; paper silent (reference code: 20, used by variant=reference)
+    neighbours: int = 10  # sampled neighbours per side, paper Sec. 4.1
+    lr_bias_low: float = -5.0  # learning-rate gate bias ~ U(low, high): reference code
+    lr_bias_high: float = -4.0
+    forget_bias_low: float = 4.0  # forget gate bias ~ U(low, high): reference code
+    forget_bias_high: float = 6.0
+    chunk: int = 0  # (interaction, dense weight) pairs per chunk, bounds memory; 0 = 2^15 on CPU, 2^20 on GPU
+    capture_layout: str = "slots"  # learning-rate capture columns: "slots" or "params" (docs/melon.md)
+    capture_dense: int = 4096  # at most this many dense-weight columns in a capture (evenly spaced)
+    cuda_graphs: bool = True  # on CUDA, replay each batch's steps as a CUDA graph (docs/melon.md; no effect on CPU)
+    graph_bucket: int = 0  # with cuda_graphs: B^last padded to a multiple of this (0: to 2|B_t|, one graph)
+    fused_role: bool = True  # on CUDA with Triton, the role network over dense pairs in two kernels (docs/melon.md)
