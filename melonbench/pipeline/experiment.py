@@ -2,7 +2,9 @@
 
 ``run_experiment`` is what ``melonbench run`` calls. It checks everything it can before any work (names,
 strategy/model compatibility, device, prepared dataset), re-uses a finished run as it is, and resumes an
-interrupted one from its last checkpoint with an identical result.
+interrupted one from its last checkpoint with an identical result. A run that fails once it has its folder leaves
+a failure record there (``failure.json``: the stage, the online batch where known, the reason and the traceback);
+``attempt_experiment`` returns that failure instead of raising, so that a grid can go on.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import importlib
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,27 @@ class RunResult:
     path: Path
     status: str  # "finished", "resumed" or "already complete"
     manifest: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFailure:
+    """A run that failed after its folder was known: the record written there, and the exception itself."""
+
+    run_id: str
+    path: Path
+    record: dict[str, Any]
+    error: Exception
+
+
+@dataclasses.dataclass
+class _Attempt:
+    """How far a run got (its folder, stage, failing batch, last checkpoint), so a failure is recorded where it
+    happened."""
+
+    store: RunStore | None = None
+    stage: str = "set-up"  # then "pre-training", "meta pre-training", "replay"
+    batch: int | None = None  # the online batch whose loss was non-finite
+    checkpoint: int = 0  # batches covered by the run's last saved checkpoint (0: none)
 
 
 class RunHooks:
@@ -148,19 +172,77 @@ def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: R
         Result store root (default ``$MELONBENCH_HOME/results``).
     hooks : RunHooks, optional
         Progress callbacks.
+
+    Raises
+    ------
+    MelonbenchError
+        Bad input (before any work), or a failure of the run (recorded in its folder first, see
+        :func:`attempt_experiment`); any other exception is recorded the same way and raised as it is.
+    """
+    outcome = attempt_experiment(config, results_root, hooks)
+    if isinstance(outcome, RunFailure):
+        raise outcome.error
+    return outcome
+
+
+def attempt_experiment(
+    config: RunConfig, results_root: Path | None = None, hooks: RunHooks | None = None
+) -> RunResult | RunFailure:
+    """:func:`run_experiment`, but a failure of the run is recorded in its folder and returned, not raised.
+
+    A failure is any exception (``KeyboardInterrupt`` is not one: it stops at once, and the run resumes from its
+    last checkpoint) raised once the run's folder is known; bad input found before any work, and a dataset that
+    cannot be loaded, are raised as they are. The record (``failure.json``, written atomically) names the stage
+    (``set-up``, ``pre-training``, ``meta pre-training`` or ``replay``), the online batch of a non-finite loss,
+    the one-line reason, whether the error was an expected ``MelonbenchError``, and the traceback. It never makes
+    the run look finished, and finishing the run later removes it.
     """
     hooks = hooks or RunHooks()
     validate(config)
     device = resolve_device(config.device)
-    with deterministic(device):
-        return _run(config, device, results_root, hooks)
+    attempt = _Attempt()
+    try:
+        with deterministic(device):
+            return _run(config, device, results_root, hooks, attempt)
+    except Exception as exc:
+        if attempt.store is None:
+            raise
+        record = failure_record(config, device, attempt, exc)
+        attempt.store.record_failure(record)
+        return RunFailure(attempt.store.path.name, attempt.store.path, record, exc)
 
 
-def _run(config: RunConfig, device: torch.device, results_root: Path | None, hooks: RunHooks) -> RunResult:
+def failure_record(config: RunConfig, device: torch.device, attempt: _Attempt, exc: Exception) -> dict[str, Any]:
+    """What ``failure.json`` holds for ``exc`` raised during ``attempt``."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return {
+        "status": "failed",
+        "run_id": attempt.store.path.name if attempt.store is not None else None,
+        "config": to_jsonable(config),
+        "strategy": {"name": config.strategy, "label": get_strategy(config.strategy).label},
+        "stage": attempt.stage,
+        "batch": attempt.batch,
+        "diverged": isinstance(exc, DivergenceError),
+        "unexpected": not isinstance(exc, MelonbenchError),
+        "error": type(exc).__name__,
+        "reason": lines[0] if lines else type(exc).__name__,
+        "traceback": "".join(traceback.format_exception(exc)),
+        "checkpoint_batches": attempt.checkpoint or None,
+        "device": {"type": device.type, "name": device_name(device)},
+        "versions": {"melonbench": __version__, "torch": torch.__version__, "python": sys.version.split()[0]},
+        "git_commit": git_commit(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _run(
+    config: RunConfig, device: torch.device, results_root: Path | None, hooks: RunHooks, attempt: _Attempt
+) -> RunResult:
     dataset = load_or_generate(config.dataset)
     fingerprint = dataset_fingerprint(dataset)
     run_id = run_id_for(config, fingerprint, device)
     store = RunStore((results_root or results_dir()) / run_id)
+    attempt.store = store
     if store.is_complete():
         return RunResult(run_id, store.path, "already complete", store.manifest())
 
@@ -171,17 +253,21 @@ def _run(config: RunConfig, device: torch.device, results_root: Path | None, hoo
     else:
         negatives, negatives_sha = leakfree, leakfree_sha
     n_val = stream.validation_end - stream.pretrain_end
+    attempt.stage = "pre-training"
     checkpoint = load_or_pretrain(
         config.model, stream, config.pretrain, config.seed, fingerprint, leakfree[:n_val], hooks.pretrain_epoch
     )
     model = checkpoint.model
+    attempt.stage = "set-up"
     strategy = build_strategy(config.strategy, model, config.strategy_params, config.seed)
     meta_key = None
     if strategy.meta:
+        attempt.stage = "meta pre-training"
         meta_key = load_or_train_meta(
             strategy, config.strategy_params, stream, checkpoint.key, config.seed, config.batch_size, hooks.meta_batch
         )
     strategy.capture_lr = config.capture_lr_every > 0
+    attempt.stage = "replay"
 
     splits = ("validation",) if config.split == "validation" else ("validation", "test")
     spans = [(i, *span) for i, span in enumerate(batch_spans(stream, splits, config.batch_size))]
@@ -194,6 +280,7 @@ def _run(config: RunConfig, device: torch.device, results_root: Path | None, hoo
         strategy.load_state_dict(state["strategy"])
         train_gen.set_state(state["train_rng"])
     done = len(rows)
+    attempt.checkpoint = done if state is not None else 0
     history = History(
         stream.users,
         stream.items,
@@ -217,10 +304,14 @@ def _run(config: RunConfig, device: torch.device, results_root: Path | None, hoo
         values = torch.stack([o.values for o in pending]).cpu().numpy()  # one host copy per block
         for outcome, row in zip(pending, values):
             if not np.isfinite(row[names.index("loss")]):
-                raise DivergenceError(
-                    f"the loss became non-finite at online batch {outcome.index}; results up to the last checkpoint "
-                    f"are kept in {store.path}"
+                attempt.batch = outcome.index
+                # Name the run's folder only when a checkpoint in it holds something to keep.
+                kept = (
+                    f"; the run's last checkpoint (after batch {attempt.checkpoint - 1}) is in {store.path}"
+                    if attempt.checkpoint and store.has_checkpoint()
+                    else ""
                 )
+                raise DivergenceError(f"the loss became non-finite at online batch {outcome.index}{kept}")
             # Warm-up counts from where this process started (a resumed run warms up again).
             rows.append(_row(outcome, row, names, ts, outcome.index - done < config.warmup))
             if strategy.capture_lr:
@@ -258,6 +349,7 @@ def _run(config: RunConfig, device: torch.device, results_root: Path | None, hoo
                     "train_rng": train_gen.get_state(),
                 },
             )
+            attempt.checkpoint = len(rows)
 
     fused = getattr(strategy, "fused", False)  # whether a strategy's own GPU kernels ran (MeLON's fused_role)
     manifest = {

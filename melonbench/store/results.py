@@ -4,7 +4,9 @@
 mean loss, every metric for both protocols, eval and update seconds, warm-up flag); ``manifest.json`` holds the
 resolved config, the dataset/checkpoint/negatives fingerprints, the device and the versions. While a run is in
 progress the folder holds ``partial.parquet`` and ``state.pt`` instead, so an interrupted run resumes from its
-last checkpoint.
+last checkpoint. A run that failed holds ``failure.json`` (what failed, where, and why; next to any checkpoint it
+had): never ``batches.parquet`` and ``manifest.json``, so it is never taken for a finished run, and finishing the
+run later removes it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ BATCHES = "batches.parquet"
 MANIFEST = "manifest.json"
 PARTIAL = "partial.parquet"
 STATE = "state.pt"
+FAILURE = "failure.json"
 
 
 def _frame_bytes(rows: list[dict[str, Any]]) -> bytes:
@@ -74,11 +77,29 @@ class RunStore:
         torch.save(state, buf)
         atomic_write_bytes(self.path / STATE, buf.getvalue())
 
+    def has_checkpoint(self) -> bool:
+        """Whether an interrupted (or failed) run left a state to resume from."""
+        return (self.path / STATE).is_file()
+
+    def record_failure(self, record: dict[str, Any]) -> None:
+        """Write ``failure.json`` (atomically; it replaces an earlier one). Checkpoint files are left as they are."""
+        atomic_write_json(self.path / FAILURE, record)
+
+    def failure(self) -> dict[str, Any] | None:
+        """The failure record of a run that failed and has not finished since (None otherwise)."""
+        if self.is_complete() or not (self.path / FAILURE).is_file():
+            return None
+        return json.loads((self.path / FAILURE).read_text())
+
     def finish(self, rows: list[dict[str, Any]], manifest: dict[str, Any]) -> None:
-        """Write the final rows and manifest, then drop the resume files."""
+        """Write the final rows and manifest, then drop the resume files and any earlier failure record.
+
+        The run is complete as soon as the manifest is written; a failure record left by a crash after that point
+        is ignored (:meth:`failure`, :func:`read_failures`).
+        """
         atomic_write_bytes(self.path / BATCHES, _frame_bytes(rows))
         atomic_write_json(self.path / MANIFEST, manifest)
-        for name in (PARTIAL, STATE):
+        for name in (PARTIAL, STATE, FAILURE):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path / name)
 
@@ -90,6 +111,16 @@ def read_runs(root: Path) -> list[tuple[dict[str, Any], pl.DataFrame]]:
         store = RunStore(folder)
         if store.is_complete():
             out.append((store.manifest(), store.batches()))
+    return out
+
+
+def read_failures(root: Path) -> list[dict[str, Any]]:
+    """The failure record of every failed, unfinished run under ``root``, sorted by run id."""
+    out = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        record = RunStore(folder).failure()
+        if record is not None:
+            out.append(record)
     return out
 
 
