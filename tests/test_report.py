@@ -23,7 +23,7 @@ from melonbench.report import model as report_model
 from melonbench.report.build import ReportOptions, build_report, make_report, render
 from melonbench.report.model import fmt_p
 from melonbench.report.plots import write_plots
-from melonbench.report.runs import PairingError, aligned, load_runs
+from melonbench.report.runs import PairingError, aligned, load_failures, load_runs
 
 GOLDEN = Path(__file__).parent / "golden"
 SAMPLED_BASE = {"default": 0.30, "frozen": 0.25, "melon": 0.45, "sml": 0.28, "melon-i": 0.31, "melon-p": 0.29}
@@ -36,6 +36,16 @@ GRID = [(m, s) for m in ("bpr", "ncf") for s in ("default", "frozen", "melon")] 
     ("bpr", "melon-i"),
     ("bpr", "melon-p"),
 ]
+# Failed runs of the golden store: MeLON-I/BPR seed 1 diverged in the replay (so its cells stand on 1 of 2 seeds),
+# MeLON-P/NCF seed 0 in meta pre-training (the only MeLON-P/NCF run: its cell says "failed").
+FAILED = {
+    ("bpr", "melon-i", 1): {"stage": "replay", "batch": 7, "reason": "the loss became non-finite at online batch 7"},
+    ("ncf", "melon-p", 0): {
+        "stage": "meta pre-training",
+        "batch": None,
+        "reason": "meta pre-training loss became nan in epoch 1, batch 12",
+    },
+}
 SPANS = [(0, "validation", 1000, 256), (1, "validation", 1256, 100)] + [
     (2 + i, "test", 1356 + 256 * i, 256 if i < 9 else 50) for i in range(10)
 ]
@@ -135,11 +145,50 @@ def write_run(root: Path, model: str, strategy: str, seed: int, frame: pl.DataFr
     return run_id
 
 
+def write_failure(root: Path, model: str, strategy: str, seed: int, **fields) -> str:
+    """A failure record as ``RunStore.record_failure`` writes it (only the keys the report reads, plus a traceback)."""
+    run_id = f"toy_{model}_{strategy}_seed{seed}"
+    record = {
+        "status": "failed",
+        "run_id": run_id,
+        "config": {
+            "dataset": "toy",
+            "model": model,
+            "strategy": strategy,
+            "seed": seed,
+            "protocol": "leakfree",
+            "split": "test",
+        },
+        "strategy": {"name": strategy, "label": strategy},
+        "stage": "replay",
+        "batch": None,
+        "diverged": True,
+        "unexpected": False,
+        "error": "DivergenceError",
+        "reason": "",
+        "traceback": "Traceback (most recent call last): ...",
+        **fields,
+    }
+    folder = root / run_id
+    folder.mkdir(parents=True)
+    (folder / "failure.json").write_text(json.dumps(record))
+    return run_id
+
+
 def write_store(root: Path) -> Path:
     for model, strategy in GRID:
         for seed in (0, 1):
-            write_run(root, model, strategy, seed)
+            if (model, strategy, seed) not in FAILED:
+                write_run(root, model, strategy, seed)
+    for (model, strategy, seed), fields in FAILED.items():
+        write_failure(root, model, strategy, seed, **fields)
     return root
+
+
+def full_report(root: Path, *args, **kwargs):
+    """The report ``melonbench report`` builds for ``root``: its finished runs and its failed ones."""
+    runs = load_runs(root)
+    return build_report(runs, *args, failures=load_failures(root, runs=runs), **kwargs)
 
 
 @pytest.fixture
@@ -153,13 +202,11 @@ def store(tmp_path, registry) -> Path:
 
 
 def test_markdown_matches_the_golden_file(store):
-    report = build_report(load_runs(store))
-    assert render(report, "markdown") == (GOLDEN / "report.md").read_text()
+    assert render(full_report(store), "markdown") == (GOLDEN / "report.md").read_text()
 
 
 def test_latex_matches_the_golden_file(store):
-    report = build_report(load_runs(store))
-    assert render(report, "latex") == (GOLDEN / "report.tex").read_text()
+    assert render(full_report(store), "latex") == (GOLDEN / "report.tex").read_text()
 
 
 def test_cli_writes_the_same_files(store, tmp_path):
@@ -194,6 +241,84 @@ def test_accuracy_cell_equals_a_hand_computed_mean_and_standard_error(store):
     sml = next(r for r in table.rows if r[1].text == "SML")
     assert sml[2 + 6].text == "N/A"  # SML on NCF: declared incompatible
     assert "N/A: SML is defined for BPR only (it transforms embeddings only)." in table.notes
+
+
+def _seed_mean(strategy: str, seed: int, metric: str = "hr", ranking: str = "sampled") -> float:
+    test = [(n, value(strategy, "bpr", ranking, metric, 5, b, seed)) for b, split, _, n in SPANS if split == "test"]
+    return sum(n * v for n, v in test) / sum(n for n, _ in test)
+
+
+def test_a_cell_with_fewer_seeds_says_how_many_and_a_failed_run_is_a_row(tmp_path, registry):
+    # Default: seeds 0-2 finished. MeLON: 0 and 1 finished, 2 diverged at batch 5. Frozen: pre-training diverged on
+    # every seed. SML: seeds 0 and 1 finished, seed 2 was never run (missing, not failed).
+    root = tmp_path / "results"
+    for seed in (0, 1, 2):
+        write_run(root, "bpr", "default", seed)
+        write_failure(root, "bpr", "frozen", seed, stage="pre-training", reason="pre-training loss became nan")
+    for seed in (0, 1):
+        write_run(root, "bpr", "melon", seed)
+        write_run(root, "bpr", "sml", seed)
+    write_failure(root, "bpr", "melon", 2, batch=5, reason="the loss became non-finite at online batch 5")
+    report = full_report(root, "sampled")
+    assert report.header[1] == (
+        "7 runs finished, 4 failed; datasets: toy; models: BPR; seeds: 0, 1, 2 (cells marked k/n stand on fewer)."
+    )
+    accuracy, _, failed = report.tables[:3]
+    rows = {r[1].text: r for r in accuracy.rows}
+    # MeLON's HR@5: mean and standard error (sd/√2 = |a − b| / 2 for two values) of seeds 0 and 1 alone, by hand.
+    a, b = _seed_mean("melon", 0), _seed_mean("melon", 1)
+    assert rows["MeLON"][2].text == f"{(a + b) / 2:.4f} ± {abs(a - b) / 2:.4f} (2/3)"
+    assert rows["SML"][2].text.endswith(" (2/3)")
+    d = [_seed_mean("default", s) for s in (0, 1, 2)]
+    sd = math.sqrt(sum((x - sum(d) / 3) ** 2 for x in d) / 2)
+    assert rows["Default"][2].text == f"{sum(d) / 3:.4f} ± {sd / math.sqrt(3):.4f}"  # all three seeds: no count
+    assert [c.text for c in rows["Frozen"][2:]] == ["failed"] * 6
+    assert report_model.SEEDS_NOTE in accuracy.notes and report_model.FAILED_NOTE in accuracy.notes
+
+    assert failed.title == "Failed runs"
+    assert [tuple(c.text for c in r) for r in failed.rows] == [
+        ("toy", "BPR", "MeLON", "2", "diverged at batch 5"),
+        ("toy", "BPR", "Frozen", "0", "diverged in pre-training: pre-training loss became nan"),
+        ("toy", "BPR", "Frozen", "1", "diverged in pre-training: pre-training loss became nan"),
+        ("toy", "BPR", "Frozen", "2", "diverged in pre-training: pre-training loss became nan"),
+    ]
+    significance = next(t for t in report.tables if t.key == "significance-sampled")
+    # each comparison pairs seeds 0 and 1 only (MeLON's and SML's seed 2 are missing), of the 3 asked
+    assert {r[2].text: r[3].text for r in significance.rows} == {
+        "SML vs Default": "2/3",
+        "MeLON vs Default": "2/3",
+        "MeLON vs SML": "2/3",
+    }
+    timing = next(t for t in report.tables if t.key == "timing")
+    assert [c.text for c in next(r for r in timing.rows if r[1].text == "Frozen")[2:]] == ["failed"] * 3
+    for fmt in ("markdown", "latex"):
+        assert "(2/3)" in render(report, fmt) and "diverged at batch 5" in render(report, fmt)
+
+
+def test_a_seed_that_failed_everywhere_still_counts(tmp_path, registry):
+    # Pre-training diverged on seed 1, so no strategy finished it: the report still stands on 1 of 2 seeds.
+    root = tmp_path / "results"
+    for strategy in ("default", "melon"):
+        write_run(root, "bpr", strategy, 0)
+        write_failure(root, "bpr", strategy, 1, stage="pre-training", reason="pre-training loss became nan")
+    report = full_report(root, "sampled")
+    assert report.header[1].endswith("seeds: 0, 1 (cells marked k/n stand on fewer).")
+    rows = {r[1].text: r for r in report.tables[0].rows}
+    assert rows["Default"][2].text == f"{_seed_mean('default', 0):.4f} (1/2)"
+    assert rows["MeLON"][2].text == f"{_seed_mean('melon', 0):.4f} (1/2)"
+
+
+def test_a_failed_run_and_a_finished_one_of_the_same_cell_are_refused(tmp_path, registry):
+    root = tmp_path / "results"
+    write_run(root, "bpr", "melon", 0)
+    (root / "toy_bpr_melon_seed0").rename(root / "toy_bpr_melon_seed0_other")
+    manifest = json.loads((root / "toy_bpr_melon_seed0_other" / "manifest.json").read_text())
+    (root / "toy_bpr_melon_seed0_other" / "manifest.json").write_text(
+        json.dumps({**manifest, "run_id": "toy_bpr_melon_seed0_other"})
+    )
+    write_failure(root, "bpr", "melon", 0, batch=1)
+    with pytest.raises(MelonbenchError, match="has a failed run .* and another run"):
+        load_failures(root, runs=load_runs(root))
 
 
 def test_significance_p_values_equal_scipy_with_holm_by_hand(tmp_path, registry):
@@ -332,7 +457,7 @@ def _regenerate() -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp, mock.patch.object(report_model, "STRATEGIES", fake_registry()):
-        report = build_report(load_runs(write_store(Path(tmp) / "results")))
+        report = full_report(write_store(Path(tmp) / "results"))
         GOLDEN.mkdir(exist_ok=True)
         (GOLDEN / "report.md").write_text(render(report, "markdown"))
         (GOLDEN / "report.tex").write_text(render(report, "latex"))

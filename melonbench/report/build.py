@@ -2,13 +2,14 @@
 
 Nothing is rerun: every number comes from the stored per-batch rows (``batches.parquet``) and manifests. The
 tables are built once into a :class:`~melonbench.report.model.Report` and drawn by one of several pure renderers
-(terminal, Markdown, LaTeX); figures go to PNG files.
+(terminal, Markdown, LaTeX); figures go to PNG files. Failed runs (``failure.json``) are listed, never averaged.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -18,9 +19,18 @@ from melonbench.core.errors import MelonbenchError
 from melonbench.report.model import Report, model_label
 from melonbench.report.plots import write_plots
 from melonbench.report.render import latex, markdown, terminal
-from melonbench.report.runs import Run, load_runs
+from melonbench.report.runs import Failure, Run, load_failures, load_runs
 from melonbench.report.significance import significance
-from melonbench.report.tables import ablation, accuracy, agreement, models_of, settings_of, timing
+from melonbench.report.tables import (
+    ablation,
+    accuracy,
+    agreement,
+    failed_runs,
+    models_of,
+    settings_of,
+    short_of_seeds,
+    timing,
+)
 from melonbench.store.atomic import atomic_write_bytes
 from melonbench.store.paths import results_dir
 
@@ -62,8 +72,15 @@ class ReportOptions:
     n_boot: int = 2000
 
 
-def build_report(runs: list[Run], protocol: str = "both", bootstrap_seed: int = 0, n_boot: int = 2000) -> Report:
-    """Every table of the report for ``runs``.
+def build_report(
+    runs: list[Run],
+    protocol: str = "both",
+    bootstrap_seed: int = 0,
+    n_boot: int = 2000,
+    failures: Sequence[Failure] = (),
+) -> Report:
+    """Every table of the report for ``runs``, and the ``failures`` among the same grid (listed, counted, never
+    averaged: a cell with fewer seeds than its setting says so).
 
     Raises
     ------
@@ -72,19 +89,26 @@ def build_report(runs: list[Run], protocol: str = "both", bootstrap_seed: int = 
         negatives and batches.
     """
     rankings = _rankings(protocol)
-    tables = [accuracy(runs, r) for r in rankings]
-    tables += [t for t in (ablation(runs, r) for r in rankings) if t is not None]
-    timing_table, warnings = timing(runs)
+    tables = [accuracy(runs, r, failures) for r in rankings]
+    tables += [t for t in (ablation(runs, r, failures) for r in rankings) if t is not None]
+    failed_table = failed_runs(failures)
+    if failed_table is not None:
+        tables.append(failed_table)
+    timing_table, warnings = timing(runs, failures)
     tables.append(timing_table)
-    tables += [t for t in (significance(runs, r, bootstrap_seed, n_boot) for r in rankings) if t is not None]
-    agreement_table, disagreements = agreement(runs)
+    tables += [t for t in (significance(runs, r, bootstrap_seed, n_boot, failures) for r in rankings) if t is not None]
+    agreement_table, disagreements = agreement(runs, failures=failures)
     if agreement_table is not None:
         tables.append(agreement_table)
-    seeds = sorted({r.seed for r in runs})
+    units = [*runs, *failures]
+    seeds = ", ".join(str(s) for s in sorted({r.seed for r in units}))
+    count = f"{len(runs)} runs" + (f" finished, {len(failures)} failed" if failures else "")
+    # Never claim every seed for every cell when some cell lacks one.
+    seeds += " (cells marked k/n stand on fewer)" if short_of_seeds(runs, failures) else ""
     header = (
         "melonbench report",
-        f"{len(runs)} runs; datasets: {', '.join(settings_of(runs))}; models: "
-        f"{', '.join(model_label(m) for m in models_of(runs))}; seeds: {', '.join(str(s) for s in seeds)}.",
+        f"{count}; datasets: {', '.join(settings_of(units))}; models: "
+        f"{', '.join(model_label(m) for m in models_of(units))}; seeds: {seeds}.",
     )
     return Report(header=header, tables=tuple(tables), warnings=tuple(warnings + disagreements))
 
@@ -115,7 +139,8 @@ def make_report(options: ReportOptions, console: Console | None = None) -> Repor
         raise MelonbenchError("--out needs --markdown or --latex (the terminal table is printed, not written)")
     root = options.results or results_dir()
     runs = load_runs(root, options.datasets)
-    report = build_report(runs, options.protocol, options.bootstrap_seed, options.n_boot)
+    failures = load_failures(root, options.datasets, runs=runs)
+    report = build_report(runs, options.protocol, options.bootstrap_seed, options.n_boot, failures)
     if options.format == "terminal":
         terminal(report, console)
     elif options.out is None:

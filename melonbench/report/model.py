@@ -100,6 +100,17 @@ def fmt_mean_se(mean: float, se: float, digits: int = 4) -> str:
     return f"{mean:.{digits}f}" + ("" if math.isnan(se) else f" ± {se:.{digits}f}")
 
 
+def fmt_seeds(k: int, n: int) -> str:
+    """`` (4/5)`` after a cell that stands on ``k`` of the ``n`` seeds asked for; nothing when it has them all."""
+    return f" ({k}/{n})" if k < n else ""
+
+
+SEEDS_NOTE = (
+    "(k/n): the cell stands on the k of n seeds that finished; the others failed (see Failed runs) or are missing."
+)
+FAILED_NOTE = "failed: every run of the cell failed (see Failed runs)."
+
+
 def fmt_p(p: float) -> str:
     """A p-value that never reads 0: ``< 1e-16`` below double precision's resolution, n/a when undefined."""
     if math.isnan(p):

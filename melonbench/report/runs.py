@@ -4,7 +4,8 @@ A run belongs to a *setting*: the dataset plus, when they are not the defaults, 
 replayed split (``validation``); each setting is its own block of rows in every table. Within a setting a
 (model, strategy, seed) must have exactly one run. Two runs may be *paired* (compared batch by batch) only when
 they replayed the same stream from the same checkpoint against the same evaluation negatives, over the same
-batches: :func:`aligned` checks exactly that and names whatever differs.
+batches: :func:`aligned` checks exactly that and names whatever differs. A run that failed is a :class:`Failure`
+(read by :func:`load_failures`): the report lists it and counts the seeds each cell lacks, it never averages it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from melonbench.core.errors import MelonbenchError
-from melonbench.store.results import read_runs
+from melonbench.store.results import read_failures, read_runs
 
 SPAN = ("batch", "start", "n")
 # (label in messages, path in the manifest): what two paired runs must share.
@@ -85,6 +86,49 @@ class Run:
         return float(np.average(part[column].to_numpy(), weights=part["n"].to_numpy()))
 
 
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """One run that failed (its ``failure.json``), with the identity a report row needs.
+
+    Attributes
+    ----------
+    stage : str
+        Where it failed: ``set-up``, ``pre-training``, ``meta pre-training`` or ``replay``.
+    batch : int | None
+        The online batch whose loss was non-finite (replay divergence only).
+    diverged : bool
+        A non-finite loss (``DivergenceError``).
+    unexpected : bool
+        Not a ``MelonbenchError``: a defect, whose traceback the record keeps.
+    reason : str
+        The error's message, one line.
+    """
+
+    run_id: str
+    dataset: str
+    setting: str
+    model: str
+    strategy: str
+    label: str
+    seed: int
+    stage: str
+    batch: int | None
+    diverged: bool
+    unexpected: bool
+    error: str
+    reason: str
+    traceback: str
+    folder: Path
+
+    def what(self) -> str:
+        """One line: ``diverged at batch 7``, ``diverged in meta pre-training: …``, ``failed in replay: …``."""
+        if self.diverged and self.stage == "replay" and self.batch is not None:
+            return f"diverged at batch {self.batch}"
+        verb = "diverged" if self.diverged else "failed"
+        kind = f" (unexpected {self.error})" if self.unexpected else ""
+        return f"{verb} in {self.stage}{kind}: {self.reason}"
+
+
 def _get(manifest: dict[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = manifest
     for key in path:
@@ -124,6 +168,58 @@ def to_run(manifest: dict[str, Any], batches: pl.DataFrame, folder: Path) -> Run
     )
 
 
+def to_failure(record: dict[str, Any], folder: Path) -> Failure:
+    """Wrap one failure record; one without the keys a report row needs is refused with those keys named."""
+    need = (("run_id",), *((("config", k)) for k in ("dataset", "model", "strategy", "seed", "protocol", "split")))
+    missing = [".".join(path) for path in need if _get(record, path) is None]
+    if missing:
+        raise MelonbenchError(f"failure record in {folder} cannot be reported: it lacks {', '.join(missing)}")
+    config = record["config"]
+    return Failure(
+        run_id=record["run_id"],
+        dataset=config["dataset"],
+        setting=setting_label(config["dataset"], config["protocol"], config["split"]),
+        model=config["model"],
+        strategy=config["strategy"],
+        label=_get(record, ("strategy", "label")) or config["strategy"],
+        seed=int(config["seed"]),
+        stage=str(record.get("stage", "?")),
+        batch=record.get("batch"),
+        diverged=bool(record.get("diverged")),
+        unexpected=bool(record.get("unexpected")),
+        error=str(record.get("error", "")),
+        reason=str(record.get("reason", "")),
+        traceback=str(record.get("traceback", "")),
+        folder=folder,
+    )
+
+
+def load_failures(
+    root: Path, datasets: Iterable[str] = (), run_ids: set[str] | None = None, runs: Iterable[Run] = ()
+) -> list[Failure]:
+    """Every failed, unfinished run under ``root`` (filtered like :func:`load_runs`).
+
+    Raises
+    ------
+    MelonbenchError
+        When a failure claims the (setting, model, strategy, seed) of one of ``runs`` or of another failure: one
+        cell cannot be both, and the report would otherwise have to pick one silently.
+    """
+    wanted = set(datasets)
+    failures = [to_failure(r, root / str(r.get("run_id", "?"))) for r in read_failures(root)]
+    failures = [f for f in failures if (not wanted or f.dataset in wanted) and (run_ids is None or f.run_id in run_ids)]
+    seen: dict[tuple[str, str, str, int], str] = {(r.setting, r.model, r.strategy, r.seed): r.run_id for r in runs}
+    for f in failures:
+        key = (f.setting, f.model, f.strategy, f.seed)
+        if key in seen:
+            raise MelonbenchError(
+                f"{f.setting}/{f.model}/{f.strategy} seed {f.seed} has a failed run ({f.run_id}) and another run "
+                f"({seen[key]}) with other settings: report them from separate result folders"
+            )
+        seen[key] = f.run_id
+    return failures
+
+
 def load_runs(root: Path, datasets: Iterable[str] = (), run_ids: set[str] | None = None) -> list[Run]:
     """Every complete run under ``root``, checked for duplicates.
 
@@ -147,7 +243,14 @@ def load_runs(root: Path, datasets: Iterable[str] = (), run_ids: set[str] | None
     runs = [r for r in runs if (not wanted or r.dataset in wanted) and (run_ids is None or r.run_id in run_ids)]
     if not runs:
         which = f" for dataset(s) {', '.join(sorted(wanted))}" if wanted else ""
-        raise MelonbenchError(f"no finished runs{which} in {root} (run `melonbench run` or `melonbench reproduce`)")
+        failed = load_failures(root, wanted, run_ids)
+        hint = (
+            f"{len(failed)} failed: {'; '.join(f'{f.run_id}: {f.what()}' for f in failed[:3])}"
+            + ("; …" if len(failed) > 3 else "")
+            if failed
+            else "run `melonbench run` or `melonbench reproduce`"
+        )
+        raise MelonbenchError(f"no finished runs{which} in {root} ({hint})")
     seen: dict[tuple[str, str, str, int], Run] = {}
     for run in runs:
         key = (run.setting, run.model, run.strategy, run.seed)

@@ -9,13 +9,14 @@ the autocorrelation. Holm's correction is applied across the whole table, separa
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 from melonbench.report.model import RANKINGS, Cell, Table, fmt_p, model_label
-from melonbench.report.runs import Run, aligned
+from melonbench.report.runs import Failure, Run, aligned
 from melonbench.report.stats import block_bootstrap_ci, block_length, holm, paired_ttest
-from melonbench.report.tables import group, labels_of, models_of, settings_of, strategy_order
+from melonbench.report.tables import group, labels_of, models_of, seeds_asked, settings_of, strategy_order
 
 METRICS = ("hr@5", "ndcg@5")
 
@@ -28,15 +29,19 @@ def comparisons(names: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def significance(runs: list[Run], ranking: str, bootstrap_seed: int = 0, n_boot: int = 2000) -> Table | None:
+def significance(
+    runs: list[Run], ranking: str, bootstrap_seed: int = 0, n_boot: int = 2000, failures: Sequence[Failure] = ()
+) -> Table | None:
     """Build the significance table for ``ranking`` (``sampled`` or ``full``); None when nothing is compared.
+
+    The *Seeds* column reads ``k/n`` when only ``k`` of the setting's ``n`` seeds have both runs finished.
 
     Raises
     ------
     melonbench.report.runs.PairingError
         When two runs of the same setting, model and seed cannot be paired (see :func:`aligned`).
     """
-    cells, labels = group(runs), labels_of(runs)
+    cells, labels, asked = group(runs), labels_of(runs), seeds_asked([*runs, *failures])
     lines = []  # (setting, model, a, b, n_seeds, n_batches, {metric: (ttest_batch, ttest_seed, ci)})
     blocks = set()
     for setting in settings_of(runs):
@@ -71,7 +76,7 @@ def significance(runs: list[Run], ranking: str, bootstrap_seed: int = 0, n_boot:
             Cell(setting),
             Cell(model_label(model)),
             Cell(f"{labels[a]} vs {labels[b]}"),
-            Cell(str(n_seeds)),
+            Cell(str(n_seeds) if n_seeds >= asked[setting] else f"{n_seeds}/{asked[setting]}"),
             Cell(str(n_batches)),
         ]
         for metric in METRICS:
@@ -104,6 +109,11 @@ def significance(runs: list[Run], ranking: str, bootstrap_seed: int = 0, n_boot:
             "p (batch): paired t-test over batches, pairs within a seed, pooled over seeds (the paper's unit; "
             "consecutive batches are autocorrelated, so this p-value is optimistic).",
             "p (seed): paired t-test over seeds of each run's mean (n = seeds).",
+            *(
+                ("Seeds k/n: both runs finished on k of the n seeds (the others failed or are missing).",)
+                if any(line[4] < asked[line[0]] for line in lines)
+                else ()
+            ),
             "n/a: fewer than two pairs, or differences without variation (the t statistic is undefined).",
             "Both p columns are Holm-adjusted across this table (one family per unit: every comparison × metric).",
             f"95% CI: moving-block bootstrap of the mean per-batch difference, blocks of {block_text} consecutive "

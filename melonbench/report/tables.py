@@ -1,7 +1,9 @@
 """The descriptive tables: accuracy (Table 2), ablation (Table 3), time per batch (Table 4), protocol agreement.
 
-Each builder takes the loaded runs and returns a :class:`~melonbench.report.model.Table`. A cell's value is the
-mean over seeds of each run's interaction-weighted mean over its reported split, ± the standard error over seeds.
+Each builder takes the loaded runs (and the failed ones) and returns a :class:`~melonbench.report.model.Table`. A
+cell's value is the mean over seeds of each run's interaction-weighted mean over its reported split, ± the standard
+error over seeds. A cell that stands on fewer seeds than its setting's (every seed with a finished or failed run)
+says how many, ``(k/n)``; a cell whose every run failed says ``failed``; :func:`failed_runs` lists each failure.
 """
 
 from __future__ import annotations
@@ -9,27 +11,32 @@ from __future__ import annotations
 import itertools
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 
 from melonbench.models import MODELS
 from melonbench.report.model import (
     ABLATION,
+    FAILED_NOTE,
     RANKINGS,
+    SEEDS_NOTE,
     Cell,
     Table,
     fmt_mean_se,
     fmt_seconds,
+    fmt_seeds,
     incompatibility,
     mark_best,
     model_label,
     strategy_label,
     strategy_order,
 )
-from melonbench.report.runs import Run
+from melonbench.report.runs import Failure, Run
 from melonbench.report.stats import kendall_tau, mean_se
 
 Cells = dict[tuple[str, str, str], list[Run]]
+Units = Sequence[Run | Failure]
 
 
 def group(runs: list[Run]) -> Cells:
@@ -40,18 +47,37 @@ def group(runs: list[Run]) -> Cells:
     return dict(out)
 
 
-def settings_of(runs: list[Run]) -> list[str]:
+def settings_of(runs: Units) -> list[str]:
     return sorted({r.setting for r in runs})
 
 
-def models_of(runs: list[Run]) -> list[str]:
+def models_of(runs: Units) -> list[str]:
     known = list(MODELS)
     return sorted({r.model for r in runs}, key=lambda m: (known.index(m) if m in known else len(known), m))
 
 
-def labels_of(runs: list[Run]) -> dict[str, str]:
+def labels_of(runs: Units) -> dict[str, str]:
     """Display label per strategy: the registry's, else the one stored in the run's manifest."""
     return {r.strategy: strategy_label(r.strategy, r.label) for r in runs}
+
+
+def seeds_asked(runs: Units) -> dict[str, int]:
+    """Per setting, how many seeds each cell should stand on: every seed with a run, finished or failed, in it."""
+    seeds: dict[str, set[int]] = defaultdict(set)
+    for r in runs:
+        seeds[r.setting].add(r.seed)
+    return {setting: len(s) for setting, s in seeds.items()}
+
+
+def failed_cells(failures: Sequence[Failure]) -> set[tuple[str, str, str]]:
+    return {(f.setting, f.model, f.strategy) for f in failures}
+
+
+def short_of_seeds(runs: list[Run], failures: Sequence[Failure] = ()) -> bool:
+    """Whether some attempted cell stands on fewer seeds than its setting has (the header must not claim them all)."""
+    cells, asked = group(runs), seeds_asked([*runs, *failures])
+    attempted = set(cells) | failed_cells(failures)
+    return any(len(cells.get(key, ())) < asked[key[0]] for key in attempted)
 
 
 def metric_ks(runs: list[Run], ranking: str) -> list[int]:
@@ -67,16 +93,18 @@ def seed_stat(cell: list[Run], column: str) -> tuple[float, float]:
     return mean_se([r.mean(column) for r in cell])
 
 
-def accuracy(runs: list[Run], ranking: str) -> Table:
+def accuracy(runs: list[Run], ranking: str, failures: Sequence[Failure] = ()) -> Table:
     """Table 2: rows = setting × strategy, columns = model × {HR, NDCG} × k; best bold, second underlined."""
-    cells, labels, models = group(runs), labels_of(runs), models_of(runs)
+    units = [*runs, *failures]
+    cells, labels, models = group(runs), labels_of(units), models_of(units)
+    failed, asked = failed_cells(failures), seeds_asked(units)
     ks = metric_ks(runs, ranking)
     metrics = [(m, k) for m in ("hr", "ndcg") for k in ks]
     rows: list[tuple[Cell, ...]] = []
     na_notes: set[str] = set()
-    missing = False
-    for setting in settings_of(runs):
-        names = strategy_order({s for (st, _, s) in cells if st == setting and s not in ABLATION[:2]})
+    missing = short = all_failed = False
+    for setting in settings_of(units):
+        names = strategy_order({s for (st, _, s) in {*cells, *failed} if st == setting and s not in ABLATION[:2]})
         columns: list[list[Cell]] = []
         for model in models:
             for m, k in metrics:
@@ -90,8 +118,15 @@ def accuracy(runs: list[Run], ranking: str) -> Table:
                     why = incompatibility(name, model)
                     if st is None and why:
                         na_notes.add(why)
-                    missing |= st is None and not why
-                    column.append(Cell(fmt_mean_se(*st), mark) if st else Cell("N/A" if why else "–"))
+                    lost = st is None and (setting, model, name) in failed
+                    missing |= st is None and not why and not lost
+                    all_failed |= lost
+                    if st:
+                        k = len(cells[(setting, model, name)])
+                        short |= k < asked[setting]
+                        column.append(Cell(fmt_mean_se(*st) + fmt_seeds(k, asked[setting]), mark))
+                    else:
+                        column.append(Cell("failed" if lost else "N/A" if why else "–"))
                 columns.append(column)
         for i, name in enumerate(names):
             rows.append((Cell(setting if i == 0 else ""), Cell(labels[name]), *(c[i] for c in columns)))
@@ -101,6 +136,8 @@ def accuracy(runs: list[Run], ranking: str) -> Table:
         "seeds; best in bold, second underlined (per dataset and column).",
         *(f"N/A: {why}." for why in sorted(na_notes)),
         *(("–: no finished runs.",) if missing else ()),
+        *((SEEDS_NOTE,) if short else ()),
+        *((FAILED_NOTE,) if all_failed else ()),
     )
     return Table(
         key=f"accuracy-{ranking}",
@@ -112,17 +149,19 @@ def accuracy(runs: list[Run], ranking: str) -> Table:
     )
 
 
-def ablation(runs: list[Run], ranking: str) -> Table | None:
+def ablation(runs: list[Run], ranking: str, failures: Sequence[Failure] = ()) -> Table | None:
     """Table 3: HR@5 of MeLON's one-directional variants and MeLON itself; None when none of them was run."""
-    cells = group(runs)
-    present = [s for s in ABLATION if any(k[2] == s for k in cells)]
+    units = [*runs, *failures]
+    cells, failed, asked = group(runs), failed_cells(failures), seeds_asked(units)
+    present = [s for s in ABLATION if any(k[2] == s for k in {*cells, *failed})]
     if not present:
         return None
-    labels = {s: strategy_label(s, labels_of(runs).get(s)) for s in ABLATION}
+    labels = {s: strategy_label(s, labels_of(units).get(s)) for s in ABLATION}
     rows = []
-    for setting in settings_of(runs):
-        for model in models_of(runs):
-            if not any((setting, model, s) in cells for s in ABLATION):
+    notes = set()
+    for setting in settings_of(units):
+        for model in models_of(units):
+            if not any((setting, model, s) in {*cells, *failed} for s in ABLATION):
                 continue
             stats = [
                 seed_stat(cells[(setting, model, s)], f"{ranking}_hr@5")
@@ -131,13 +170,18 @@ def ablation(runs: list[Run], ranking: str) -> Table | None:
                 for s in ABLATION
             ]
             marks = mark_best([m for m, _ in stats])
-            rows.append(
-                (
-                    Cell(setting),
-                    Cell(model_label(model)),
-                    *(Cell(fmt_mean_se(*st), mk) for st, mk in zip(stats, marks, strict=True)),
-                )
-            )
+            row = [Cell(setting), Cell(model_label(model))]
+            for s, st, mk in zip(ABLATION, stats, marks, strict=True):
+                k = len(cells.get((setting, model, s), ()))
+                if k:
+                    row.append(Cell(fmt_mean_se(*st) + fmt_seeds(k, asked[setting]), mk))
+                    notes |= {SEEDS_NOTE} if k < asked[setting] else set()
+                elif (setting, model, s) in failed:
+                    row.append(Cell("failed"))
+                    notes.add(FAILED_NOTE)
+                else:
+                    row.append(Cell("–"))
+            rows.append(tuple(row))
     return Table(
         key=f"ablation-{ranking}",
         title=f"Ablation, HR@5, {RANKINGS[ranking]}",
@@ -146,29 +190,36 @@ def ablation(runs: list[Run], ranking: str) -> Table | None:
         notes=(
             f"{labels['melon-i']}: interaction-wise rates only; {labels['melon-p']}: parameter-wise rates only. "
             "Mean ± standard error over seeds; best in bold.",
+            *(n for n in (SEEDS_NOTE, FAILED_NOTE) if n in notes),
         ),
     )
 
 
-def timing(runs: list[Run]) -> tuple[Table, list[str]]:
+def timing(runs: list[Run], failures: Sequence[Failure] = ()) -> tuple[Table, list[str]]:
     """Table 4: seconds per online batch (update median and 95th percentile, evaluation median) per model."""
-    cells, labels, models = group(runs), labels_of(runs), models_of(runs)
-    rows, warnings = [], []
-    for setting in settings_of(runs):
-        names = strategy_order({s for (st, _, s) in cells if st == setting})
+    units = [*runs, *failures]
+    cells, labels, models = group(runs), labels_of(units), models_of(units)
+    failed, asked = failed_cells(failures), seeds_asked(units)
+    rows, warnings, notes = [], [], set()
+    for setting in settings_of(units):
+        names = strategy_order({s for (st, _, s) in {*cells, *failed} if st == setting})
         for i, name in enumerate(names):
             row = [Cell(setting if i == 0 else ""), Cell(labels[name])]
             for model in models:
                 cell = cells.get((setting, model, name))
                 if not cell:
-                    row += [Cell("N/A" if incompatibility(name, model) else "–")] * 3
+                    lost = (setting, model, name) in failed
+                    notes |= {FAILED_NOTE} if lost else set()
+                    row += [Cell("failed" if lost else "N/A" if incompatibility(name, model) else "–")] * 3
                     continue
                 update = np.concatenate([r.timed()["update_s"].to_numpy() for r in cell])
                 evals = np.concatenate([r.timed()["eval_s"].to_numpy() for r in cell])
+                seeds = fmt_seeds(len(cell), asked[setting])
+                notes |= {SEEDS_NOTE} if seeds else set()
                 row += [
-                    Cell(fmt_seconds(float(np.median(update)))),
-                    Cell(fmt_seconds(float(np.percentile(update, 95)))),
-                    Cell(fmt_seconds(float(np.median(evals)))),
+                    Cell(fmt_seconds(float(np.median(update))) + seeds),
+                    Cell(fmt_seconds(float(np.percentile(update, 95))) + seeds),
+                    Cell(fmt_seconds(float(np.median(evals))) + seeds),
                 ]
             rows.append(tuple(row))
         for model in models:
@@ -189,23 +240,30 @@ def timing(runs: list[Run]) -> tuple[Table, list[str]]:
             f"Device: {'; '.join(devices)}.",
             "Pooled over every replayed batch (validation and test) of every seed, timing warm-up batches excluded; "
             "update = training negatives + the strategy's step; eval = ranking under both protocols.",
+            *(n for n in (SEEDS_NOTE, FAILED_NOTE) if n in notes),
         ),
     )
     return table, warnings
 
 
-def agreement(runs: list[Run], metrics: tuple[str, ...] = ("hr@5", "ndcg@10")) -> tuple[Table | None, list[str]]:
+def agreement(
+    runs: list[Run], metrics: tuple[str, ...] = ("hr@5", "ndcg@10"), failures: Sequence[Failure] = ()
+) -> tuple[Table | None, list[str]]:
     """Do full and sampled ranking order the strategies the same way? Kendall τ-b of the two orderings.
 
-    Returns the table (None when no setting × model has two strategies) and one warning per disagreement.
+    Returns the table (None when no setting × model has two strategies) and one warning per disagreement. A
+    strategy that stands on fewer seeds than its setting's is labelled with its count, e.g. ``MeLON (4/5)``.
     """
-    cells, labels = group(runs), labels_of(runs)
-    rows, warnings = [], []
+    cells, asked, plain = group(runs), seeds_asked([*runs, *failures]), labels_of(runs)
+    rows, warnings, short = [], [], False
     for setting in settings_of(runs):
         for model in models_of(runs):
             names = strategy_order({s for (st, mo, s) in cells if st == setting and mo == model})
             if len(names) < 2:
                 continue
+            counts = {name: len(cells[(setting, model, name)]) for name in names}
+            labels = {name: plain[name] + fmt_seeds(counts[name], asked[setting]) for name in names}
+            short |= min(counts.values()) < asked[setting]
             for metric in metrics:
                 sampled = [seed_stat(cells[(setting, model, s)], f"sampled_{metric}")[0] for s in names]
                 full = [seed_stat(cells[(setting, model, s)], f"full_{metric}")[0] for s in names]
@@ -239,9 +297,44 @@ def agreement(runs: list[Run], metrics: tuple[str, ...] = ("hr@5", "ndcg@10")) -
         notes=(
             "Orders by mean over seeds, best first; Kendall τ-b between the two sets of means (1 = same order). "
             "Sampled metrics need not preserve the order of full ranking (Krichene & Rendle, KDD 2020).",
+            *((SEEDS_NOTE,) if short else ()),
         ),
     )
     return table, warnings
+
+
+def failed_runs(failures: Sequence[Failure]) -> Table | None:
+    """One row per failed run: where and why it failed (``diverged at batch 7``); None when nothing failed."""
+    if not failures:
+        return None
+    order = {name: i for i, name in enumerate(strategy_order({f.strategy for f in failures}))}
+    known = list(MODELS)
+    rows = tuple(
+        (
+            Cell(f.setting),
+            Cell(model_label(f.model)),
+            Cell(strategy_label(f.strategy, f.label)),
+            Cell(str(f.seed)),
+            Cell(f.what()),
+        )
+        for f in sorted(
+            failures,
+            key=lambda f: (
+                f.setting,
+                known.index(f.model) if f.model in known else len(known),
+                order[f.strategy],
+                f.seed,
+            ),
+        )
+    )
+    return Table(
+        key="failures",
+        title="Failed runs",
+        columns=("Dataset", "Model", "Strategy", "Seed", "What happened"),
+        rows=rows,
+        label_columns=5,
+        notes=("A failed run counts in no mean; the failure.json in its folder keeps the reason and the traceback.",),
+    )
 
 
 def _order(names: list[str], values: list[float], labels: dict[str, str]) -> str:
