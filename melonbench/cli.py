@@ -326,9 +326,20 @@ def reproduce(
         Path | None, typer.Option(help="Report folder (default $MELONBENCH_HOME/reports/<dataset>).")
     ] = None,
     epochs: Epochs = 100,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Strategy setting: key=value (every strategy of the grid that has key) or strategy:key=value.",
+        ),
+    ] = None,
+    retry_failed: Annotated[
+        bool, typer.Option(help="Run only the grid's failed runs again (the others are not touched).")
+    ] = False,
 ) -> None:
-    """Run the paper's grid (models × strategies × seeds; finished runs are kept, interrupted ones resume), then
-    write the report (Markdown, LaTeX, figures)."""
+    """Run the paper's grid (models × strategies × seeds; finished runs are kept, interrupted ones resume, failed
+    ones are recorded and the grid goes on), then write the report (Markdown, LaTeX, figures) and a summary.
+    Exits with code 1 when a run of the grid failed."""
     from melonbench.pipeline.progress import RichHooks
     from melonbench.pipeline.reproduce import ReproduceConfig
     from melonbench.pipeline.reproduce import reproduce as run_grid
@@ -348,8 +359,12 @@ def reproduce(
         ranking=ranking,
         results=results,
         out=out,
+        settings=_parse_params(set_),
+        retry_failed=retry_failed,
     )
-    run_grid(config, hooks=lambda label: RichHooks(console, label), console=console)
+    result = run_grid(config, hooks=lambda label: RichHooks(console, label), console=console)
+    if result.failures:
+        raise typer.Exit(1)
 
 
 def main() -> None:

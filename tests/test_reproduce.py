@@ -13,7 +13,7 @@ from melonbench.cli import app
 from melonbench.core.config import PrepareOptions, PretrainConfig, RunConfig
 from melonbench.core.errors import MelonbenchError, NotPreparedError, UnknownNameError
 from melonbench.pipeline import reproduce as reproduce_module
-from melonbench.pipeline.reproduce import ReproduceConfig, grid, reproduce
+from melonbench.pipeline.reproduce import ReproduceConfig, ReproduceResult, grid, reproduce
 from melonbench.strategies.frozen import Frozen
 
 
@@ -67,7 +67,12 @@ def test_bad_grids_fail_before_any_work(monkeypatch, with_bpr_only):
 
 def test_cli_options_reach_the_reproduce_config(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(reproduce_module, "reproduce", lambda config, hooks=None, console=None: calls.append(config))
+
+    def fake(config, hooks=None, console=None):
+        calls.append(config)
+        return ReproduceResult((), (), (), ())
+
+    monkeypatch.setattr(reproduce_module, "reproduce", fake)
     args = [
         "reproduce",
         "--dataset",
@@ -92,6 +97,11 @@ def test_cli_options_reach_the_reproduce_config(monkeypatch, tmp_path):
         str(tmp_path / "o"),
         "--epochs",
         "4",
+        "--set",
+        "default:lr=0.01",
+        "--set",
+        "cuda_graphs=false",
+        "--retry-failed",
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -107,10 +117,58 @@ def test_cli_options_reach_the_reproduce_config(monkeypatch, tmp_path):
             ranking="sampled",
             results=tmp_path / "r",
             out=tmp_path / "o",
+            settings=(("default:lr", "0.01"), ("cuda_graphs", "false")),
+            retry_failed=True,
         )
     ]
     assert CliRunner().invoke(app, ["reproduce"]).exit_code == 0
     assert calls[-1] == ReproduceConfig()
+
+
+def test_set_strategy_key_reaches_that_strategy_alone_and_plain_keys_every_strategy_that_has_them():
+    settings = (("default:lr", "0.01"), ("cuda_graphs", "false"), ("lr", "0.5"), ("melon:meta_lr", "0.002"))
+    runs, _ = grid(
+        ReproduceConfig(models=("bpr",), strategies=("default", "frozen", "melon"), seeds=1, settings=settings)
+    )
+    params = {r.strategy: r.strategy_params for r in runs}
+    # default: its own lr wins over the plain one (given later); frozen has no settings; melon has no lr.
+    assert params == {
+        "default": (("cuda_graphs", "false"), ("lr", "0.01")),
+        "frozen": (),
+        "melon": (("cuda_graphs", "false"), ("meta_lr", "0.002")),
+    }
+    # no --set: no strategy_params, so the run ids of existing grids do not change
+    assert {r.strategy_params for r in grid(ReproduceConfig(models=("bpr",), seeds=1))[0]} == {()}
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (("defualt:lr", "0.01"), "Unknown strategy 'defualt'. Did you mean 'default'?"),
+        (
+            ("melon:meta_lr", "0.01"),
+            r"--set melon:meta_lr=0.01: strategy 'melon' is not in this grid \(default, frozen\)",
+        ),
+        (("default:lrr", "0.01"), "unknown setting 'lrr' for DefaultConfig; valid: cuda_graphs, lr, sparse"),
+        (("meta_lr", "0.01"), "--set meta_lr=0.01: no strategy of this grid has a setting 'meta_lr'"),
+        (("default:lr", "fast"), "setting 'lr' expects float, got 'fast'"),
+    ],
+)
+def test_bad_set_fails_before_any_work(monkeypatch, setting, message):
+    monkeypatch.setattr(reproduce_module.experiment, "attempt_experiment", lambda *a, **k: pytest.fail("ran"))
+    with pytest.raises(MelonbenchError, match=message):
+        reproduce(ReproduceConfig(models=("bpr",), strategies=("default", "frozen"), settings=(setting,)))
+
+
+def test_cli_prints_a_bad_set_as_one_line(monkeypatch, capsys):
+    from melonbench import cli
+
+    monkeypatch.setattr("sys.argv", ["melonbench", "reproduce", "--strategies", "default", "--set", "melon:lr=1"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "strategy 'melon' is not in this grid (default)" in err
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,19 @@
 """``melonbench reproduce``: run the paper's whole grid on one dataset, then write its report.
 
 The grid is every model × strategy × seed (seeds ``0 … N−1``); declared-incompatible pairs (SML on NCF) are not
-run and show as N/A. Each run goes through :func:`melonbench.pipeline.experiment.run_experiment`, so finished runs are
-re-used as they are and interrupted ones resume from their last checkpoint: running ``reproduce`` again after a
-crash only does what is missing. The report covers exactly the grid's runs.
+run and show as N/A. Each run goes through :func:`melonbench.pipeline.experiment.attempt_experiment`, so finished
+runs are re-used as they are and interrupted ones resume from their last checkpoint: running ``reproduce`` again
+after a crash only does what is missing. A run that fails (a non-finite loss, any error of its own) is recorded in
+its folder and the grid goes on; a recorded failure is not run again unless ``retry_failed`` asks for the failed
+runs alone. The report covers exactly the grid's runs, failed ones included, and a summary ends the output.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+from collections import defaultdict
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -23,10 +27,12 @@ from melonbench.models import MODELS
 from melonbench.pipeline import experiment
 from melonbench.report.build import PROTOCOLS, build_report, render
 from melonbench.report.plots import write_plots
-from melonbench.report.runs import load_runs
+from melonbench.report.runs import Failure, load_failures, load_runs, to_failure
 from melonbench.store.atomic import atomic_write_bytes
 from melonbench.store.paths import home, results_dir
-from melonbench.strategies import STRATEGIES, check_compatible
+from melonbench.store.results import RunStore
+from melonbench.strategies import STRATEGIES, check_compatible, get_strategy
+from melonbench.strategies.base import parse_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +59,13 @@ class ReproduceConfig:
     out : Path | None
         Report folder (default ``$MELONBENCH_HOME/reports/<dataset>``): ``report.md``, ``report.tex``,
         ``figures/``.
+    settings : tuple[tuple[str, str], ...]
+        ``--set`` strategy settings as ``(key, value)``: a plain ``key`` reaches every strategy of the grid whose
+        config has it, ``strategy:key`` reaches that strategy alone and wins over a plain one (see
+        :func:`strategy_settings`).
+    retry_failed : bool
+        Run only the grid's failed runs again (the others are not touched); without it a recorded failure is
+        reported as it is and not run again.
     """
 
     base: RunConfig = RunConfig()
@@ -62,16 +75,20 @@ class ReproduceConfig:
     ranking: str = "both"
     results: Path | None = None
     out: Path | None = None
+    settings: tuple[tuple[str, str], ...] = ()
+    retry_failed: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class ReproduceResult:
-    """What ``reproduce`` did: every run's outcome, the pairs it skipped (with why) and the files it wrote."""
+    """What ``reproduce`` did: the outcome of every run it ran or re-used, the pairs it skipped (with why), the files
+    it wrote, and every failed run of the grid (failed now, or recorded earlier and not retried)."""
 
     runs: tuple[experiment.RunResult, ...]
     skipped: tuple[tuple[str, str, str], ...]
     report_files: tuple[Path, ...]
     figures: tuple[Path, ...]
+    failures: tuple[Failure, ...] = ()
 
 
 Hooks = Callable[[str], AbstractContextManager[experiment.RunHooks]]
@@ -79,10 +96,12 @@ Hooks = Callable[[str], AbstractContextManager[experiment.RunHooks]]
 
 def grid(config: ReproduceConfig) -> tuple[list[RunConfig], list[tuple[str, str, str]]]:
     """The runs of the grid (model, then seed, then strategy: each checkpoint is made once, then shared) and the
-    ``(strategy, model, reason)`` pairs left out as declared-incompatible. Unknown names raise before any work."""
+    ``(strategy, model, reason)`` pairs left out as declared-incompatible. Unknown names, and settings that reach no
+    strategy or do not convert, raise before any work."""
     names = list(STRATEGIES) if config.strategies is None else list(config.strategies)
     for name in names:
         lookup("strategy", name, STRATEGIES)
+    params = strategy_settings(names, config.base.strategy_params + config.settings)
     for model in config.models:
         lookup("model", model, MODELS)
     if config.seeds < 1:
@@ -97,7 +116,7 @@ def grid(config: ReproduceConfig) -> tuple[list[RunConfig], list[tuple[str, str,
             except IncompatibleError as exc:
                 skipped.append((name, model, str(exc)))
         runs += [
-            dataclasses.replace(config.base, model=model, strategy=name, seed=seed)
+            dataclasses.replace(config.base, model=model, strategy=name, seed=seed, strategy_params=params[name])
             for seed in range(config.seeds)
             for name in usable
         ]
@@ -108,8 +127,53 @@ def grid(config: ReproduceConfig) -> tuple[list[RunConfig], list[tuple[str, str,
     return runs, skipped
 
 
+def strategy_settings(
+    names: list[str], settings: tuple[tuple[str, str], ...]
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    """The ``--set`` settings that reach each strategy of a grid, sorted by key (so that their order on the command
+    line does not change a run's identity).
+
+    ``key=value`` reaches every strategy in ``names`` whose config has ``key``; ``strategy:key=value`` reaches that
+    strategy alone and wins over a plain setting of the same key, wherever it stands; a later setting of the same
+    key and reach wins over an earlier one.
+
+    Raises
+    ------
+    MelonbenchError
+        For an unknown strategy name (with a suggestion), a strategy that is not in the grid, a plain key that no
+        strategy of the grid has, a key the named strategy does not have, or a value that does not convert.
+    """
+    fields = {n: {f.name for f in dataclasses.fields(get_strategy(n).Config)} for n in names}
+    plain: dict[str, str] = {}
+    targeted: dict[str, dict[str, str]] = defaultdict(dict)
+    for key, value in settings:
+        target, sep, field = key.partition(":")
+        if sep:
+            target, field = target.strip(), field.strip()
+            lookup("strategy", target, STRATEGIES)
+            if target not in names:
+                raise MelonbenchError(
+                    f"--set {key}={value}: strategy '{target}' is not in this grid ({', '.join(names)})"
+                )
+            targeted[target][field] = value
+        elif any(key in f for f in fields.values()):
+            plain[key] = value
+        else:
+            raise MelonbenchError(
+                f"--set {key}={value}: no strategy of this grid has a setting '{key}' "
+                f"(strategies: {', '.join(names)}; `strategy:{key}=…` names one)"
+            )
+    out = {}
+    for name in names:
+        merged = {k: v for k, v in plain.items() if k in fields[name]} | targeted[name]
+        out[name] = tuple(sorted(merged.items()))
+        parse_config(get_strategy(name).Config, out[name])  # a key it lacks, a value that does not convert
+    return out
+
+
 def reproduce(config: ReproduceConfig, hooks: Hooks | None = None, console: Console | None = None) -> ReproduceResult:
-    """Run the grid (skipping finished runs, resuming interrupted ones), then write the report and figures.
+    """Run the grid (skipping finished runs, resuming interrupted ones, recording failed ones and going on), then
+    write the report and figures, and print a summary (finished / reused / failed, each failure's reason).
 
     Parameters
     ----------
@@ -118,34 +182,92 @@ def reproduce(config: ReproduceConfig, hooks: Hooks | None = None, console: Cons
     hooks : callable, optional
         ``hooks(label)`` returns a context manager yielding the progress hooks of one run (the CLI's rich bars).
     console : rich.console.Console, optional
-        Where one line per run and the output paths are printed (default: nothing).
+        Where one line per run, the output paths and the summary are printed (default: nothing). With
+        ``MELONBENCH_DEBUG=1`` the summary shows the traceback of each unexpected failure.
+
+    A ``KeyboardInterrupt`` stops the grid at once: nothing is recorded for the interrupted run, which resumes
+    from its last checkpoint next time.
     """
     if config.ranking not in PROTOCOLS:
         raise MelonbenchError(f"--ranking must be full, sampled or both, got '{config.ranking}'")
     runs, skipped = grid(config)
     _ensure_prepared(config.base.dataset, console)
-    say = console.print if console is not None else (lambda *a, **k: None)
-    for name, model, reason in skipped:
-        say(f"skipping {name} on {model}: {reason}", highlight=False)
-    outcomes = []
-    for run in runs:
-        label = f"{run.strategy}/{run.model} seed {run.seed}"
-        with hooks(label) if hooks is not None else contextlib.nullcontext(experiment.RunHooks()) as h:
-            outcome = experiment.run_experiment(run, config.results, h)
-        say(f"{label}: {outcome.status}", highlight=False)
-        outcomes.append(outcome)
 
+    def say(line: str) -> None:  # one line each, never wrapped (paths, reasons), never read as markup
+        if console is not None:
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    for name, model, reason in skipped:
+        say(f"skipping {name} on {model}: {reason}")
     root = config.results or results_dir()
-    stored = load_runs(root, run_ids={o.run_id for o in outcomes})
-    report = build_report(stored, config.ranking)
-    out = config.out or (home() / "reports" / config.base.dataset)
-    files = []
-    for fmt, name in (("markdown", "report.md"), ("latex", "report.tex")):
-        atomic_write_bytes(out / name, render(report, fmt).encode())  # type: ignore[arg-type]
-        files.append(out / name)
-    figures = write_plots(stored, out / "figures", PROTOCOLS[config.ranking])
-    say(f"report: {files[0]} and {files[1]}; {len(figures)} figures in {out / 'figures'}", highlight=False)
-    return ReproduceResult(tuple(outcomes), tuple(skipped), tuple(files), tuple(figures))
+    run_ids = _run_ids(runs)
+    outcomes: list[experiment.RunResult] = []
+    failures: list[Failure] = []
+    earlier = untouched = 0
+    for run, run_id in zip(runs, run_ids, strict=True):
+        label = f"{run.strategy}/{run.model} seed {run.seed}"
+        store = RunStore(root / run_id)
+        record = store.failure()
+        if record is not None and not config.retry_failed:
+            failures.append(to_failure(record, store.path))
+            earlier += 1
+            say(f"{label}: {failures[-1].what()} (recorded earlier; --retry-failed runs it again)")
+            continue
+        if record is None and config.retry_failed:
+            untouched += 1
+            continue
+        with hooks(label) if hooks is not None else contextlib.nullcontext(experiment.RunHooks()) as h:
+            outcome = experiment.attempt_experiment(run, config.results, h)
+        if isinstance(outcome, experiment.RunFailure):
+            failures.append(to_failure(outcome.record, outcome.path))
+            say(f"{label}: {failures[-1].what()}")
+        else:
+            outcomes.append(outcome)
+            say(f"{label}: {outcome.status}")
+
+    files: list[Path] = []
+    figures: list[Path] = []
+    if any(RunStore(root / run_id).is_complete() for run_id in run_ids):
+        stored = load_runs(root, run_ids=set(run_ids))
+        report = build_report(stored, config.ranking, failures=load_failures(root, run_ids=set(run_ids), runs=stored))
+        out = config.out or (home() / "reports" / config.base.dataset)
+        for fmt, name in (("markdown", "report.md"), ("latex", "report.tex")):
+            atomic_write_bytes(out / name, render(report, fmt).encode())  # type: ignore[arg-type]
+            files.append(out / name)
+        figures = write_plots(stored, out / "figures", PROTOCOLS[config.ranking])
+        say(f"report: {files[0]} and {files[1]}; {len(figures)} figures in {out / 'figures'}")
+    else:
+        say("no report: no run of the grid has finished")
+    result = ReproduceResult(tuple(outcomes), tuple(skipped), tuple(files), tuple(figures), tuple(failures))
+    for line in summary(result, earlier, untouched, tracebacks=bool(os.environ.get("MELONBENCH_DEBUG"))):
+        say(line)
+    return result
+
+
+def summary(result: ReproduceResult, earlier: int = 0, untouched: int = 0, tracebacks: bool = False) -> list[str]:
+    """The lines that end ``reproduce``: counts, then one line per failure (with its traceback if asked)."""
+    finished = sum(o.status != "already complete" for o in result.runs)
+    reused = len(result.runs) - finished
+    counts = f"{finished} finished, {reused} reused, {len(result.failures)} failed"
+    extra = [f"{earlier} of them recorded earlier"] if earlier else []
+    extra += [f"{untouched} other runs not touched"] if untouched else []
+    lines = [f"grid: {counts}" + (f" ({'; '.join(extra)})" if extra else "")]
+    for f in result.failures:
+        where = f"; traceback in {f.folder / 'failure.json'}" if f.unexpected and not tracebacks else ""
+        lines.append(f"failed: {f.strategy}/{f.model} seed {f.seed}: {f.what()}{where}")
+        if f.unexpected and tracebacks:
+            lines.append(f.traceback.rstrip())
+    if result.failures:
+        lines.append("run the same command with --retry-failed to run the failed runs again")
+    return lines
+
+
+def _run_ids(runs: list[RunConfig]) -> list[str]:
+    """The result-store id of every run of the grid (one dataset and device for all of them)."""
+    dataset = experiment.load_or_generate(runs[0].dataset)
+    fingerprint = experiment.dataset_fingerprint(dataset)
+    device = experiment.resolve_device(runs[0].device)
+    return [experiment.run_id_for(run, fingerprint, device) for run in runs]
 
 
 def _ensure_prepared(dataset: str, console: Console | None) -> None:
