@@ -20,6 +20,7 @@ import statistics
 
 import torch
 
+from melonbench.core.config import PretrainConfig
 from melonbench.online.history import History
 from melonbench.online.negatives import sample_negatives
 from melonbench.online.replay import replay
@@ -51,7 +52,7 @@ def measure(model_name: str, device: torch.device, warmup: int = 3, params: tupl
     negatives = sample_negatives(
         history, stream.users[lo:], stream.items[lo:], positions, 99, generator(0, "bench", device)
     )
-    model = init_model(model_name, stream, 64, 0)
+    model = init_model(model_name, stream, PretrainConfig(), 0)
     strategy = build_strategy("default", model, params, 0)
     spans = [(i, *s) for i, s in enumerate(batch_spans(stream, ("validation", "test"), 256))]
     cold = torch.zeros(stream.n_users, dtype=torch.bool, device=device)

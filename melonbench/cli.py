@@ -128,7 +128,9 @@ def datasets(
 
 
 Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Prepared dataset name.")]
-Model = Annotated[str, typer.Option("--model", "-m", help="Recommender: bpr or ncf.")]
+Model = Annotated[
+    str, typer.Option("--model", "-m", help="Recommender: bpr or ncf; pop or recent-pop (references without learning).")
+]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
 Epochs = Annotated[int, typer.Option(help="Pre-training epochs (maximum; early stopping on validation HR@5).")]
 Lr = Annotated[float, typer.Option("--lr", help="Pre-training learning rate (Adam).")]
@@ -168,7 +170,12 @@ def pretrain(
 def run(
     dataset: Dataset = "synthetic",
     model: Model = "bpr",
-    strategy: Annotated[str, typer.Option("--strategy", "-s", help="Update strategy (registry name).")] = "default",
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            "--strategy", "-s", help="Update strategy (registry name; default: default, count for pop models)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of this run.")] = 0,
     seeds: Annotated[int | None, typer.Option(help="Run seeds 0..N-1 instead of --seed.")] = None,
     device: Device = "auto",
@@ -191,12 +198,15 @@ def run(
     lr: Lr = 1e-3,
     weight_decay: WeightDecay = 0.0,
     patience: Patience = 10,
+    window: Annotated[int, typer.Option(help="recent-pop only: W, the number of latest interactions counted.")] = 256,
 ) -> None:
     """Replay the online part prequentially (rank each batch, then update) and store per-batch results."""
     from melonbench.pipeline import experiment
     from melonbench.pipeline.progress import RichHooks
+    from melonbench.strategies import default_strategy
 
     params = _parse_params(set_)
+    strategy = strategy or default_strategy(model)
     if sparse_updates:
         from melonbench.strategies import get_strategy
 
@@ -217,7 +227,7 @@ def run(
         ks=tuple(sorted({5, 10, 20, *(k or [])})),
         warmup=warmup,
         strategy_params=params,
-        pretrain=PretrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience),
+        pretrain=PretrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience, window=window),
         checkpoint_every=checkpoint_every,
         capture_lr_every=capture_lr,
     )
@@ -313,6 +323,9 @@ def reproduce(
         str, typer.Option(help="'all' (every registered strategy) or a comma-separated list.")
     ] = "all",
     seeds: Annotated[int, typer.Option(help="Run seeds 0..N-1.")] = 5,
+    references: Annotated[
+        str, typer.Option(help="Reference recommenders without learning, comma-separated, or 'none'.")
+    ] = "pop,recent-pop",
     protocol: Annotated[str, typer.Option(help="leakfree (default) or paper (the published setting).")] = "leakfree",
     ranking: Annotated[
         str, typer.Option(help="Ranking protocol of the report's tables: full, sampled or both.")
@@ -355,6 +368,7 @@ def reproduce(
         base=base,
         models=_parse_names(models),
         strategies=None if strategies.strip() == "all" else _parse_names(strategies),
+        references=() if references.strip() == "none" else _parse_names(references),
         seeds=seeds,
         ranking=ranking,
         results=results,

@@ -116,6 +116,7 @@ def test_a_failed_run_is_recorded_the_grid_goes_on_and_retry_failed_runs_it_alon
 ):
     results, out = tmp_path / "results", tmp_path / "report"
     args = ["reproduce", "--models", "bpr", "--strategies", "default,diverge", "--seeds", "2", "--device", "cpu"]
+    args += ["--references", "none"]
     args += ["--epochs", "1", "--ranking", "sampled", "--results", str(results), "--out", str(out)]
 
     first = runner.invoke(app, args)
@@ -184,7 +185,13 @@ def test_a_failed_run_is_recorded_the_grid_goes_on_and_retry_failed_runs_it_alon
 def test_an_unexpected_error_is_recorded_with_its_traceback_and_the_grid_goes_on(tiny_home, test_strategies, tmp_path):
     base = RunConfig(device="cpu", pretrain=PretrainConfig(epochs=1, dim=8))
     config = ReproduceConfig(
-        base=base, models=("bpr",), strategies=("crash", "default"), seeds=1, ranking="sampled", results=tmp_path
+        base=base,
+        models=("bpr",),
+        strategies=("crash", "default"),
+        references=(),
+        seeds=1,
+        ranking="sampled",
+        results=tmp_path,
     )
     console = Console(record=True, width=200, file=io.StringIO())
     result = reproduce(config, console=console)
@@ -200,7 +207,9 @@ def test_an_unexpected_error_is_recorded_with_its_traceback_and_the_grid_goes_on
 def test_debug_shows_the_traceback_of_an_unexpected_failure(tiny_home, test_strategies, tmp_path, monkeypatch):
     monkeypatch.setenv("MELONBENCH_DEBUG", "1")
     base = RunConfig(device="cpu", pretrain=PretrainConfig(epochs=1, dim=8))
-    config = ReproduceConfig(base=base, models=("bpr",), strategies=("crash",), seeds=1, results=tmp_path)
+    config = ReproduceConfig(
+        base=base, models=("bpr",), strategies=("crash",), references=(), seeds=1, results=tmp_path
+    )
     console = Console(record=True, width=200, file=io.StringIO())
     reproduce(config, console=console)
     text = console.export_text()
@@ -210,7 +219,9 @@ def test_debug_shows_the_traceback_of_an_unexpected_failure(tiny_home, test_stra
 
 def test_ctrl_c_stops_the_grid_at_once_and_records_nothing(tiny_home, test_strategies, attempts, tmp_path):
     base = RunConfig(device="cpu", pretrain=PretrainConfig(epochs=1, dim=8), checkpoint_every=2)
-    config = ReproduceConfig(base=base, models=("bpr",), strategies=("interrupt", "default"), seeds=1, results=tmp_path)
+    config = ReproduceConfig(
+        base=base, models=("bpr",), strategies=("interrupt", "default"), references=(), seeds=1, results=tmp_path
+    )
     with pytest.raises(KeyboardInterrupt):
         reproduce(config)
     assert attempts == [("interrupt", 0, "started")]  # it never returned, and Default was not started

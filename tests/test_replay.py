@@ -98,10 +98,9 @@ def test_memorising_strategy_gains_nothing_on_the_batch_it_memorises(in_grocery,
     f, c = pl.read_parquet(f), pl.read_parquet(c)
     # ... yet the replay scores batch 0 identically to a model that never trains (both start from one checkpoint).
     metric_cols = [k for k in f.columns if k.startswith(("sampled_", "full_"))]
-    assert f.row(0, named=True) | {"eval_s": 0, "update_s": 0, "loss": 0} == (
-        c.row(0, named=True) | {"eval_s": 0, "update_s": 0, "loss": 0}
-    )
-    assert len(metric_cols) == 12
+    unrelated = ["eval_s", "update_s", "loss"]
+    assert f.head(1).drop(unrelated).equals(c.head(1).drop(unrelated))  # NaN (an empty group) equals NaN here
+    assert len(metric_cols) == 12 * 5  # all interactions, then warm/cold items, warm/cold users
     assert frozen.manifest["negatives_sha256"] == cheat.manifest["negatives_sha256"]
     assert frozen.manifest["device"]["cuda_graphs"] == {"replays": 0, "failure": None}  # on the CPU: never graphed
     assert frozen.manifest["device"]["fused_kernels"] is False and "triton" not in frozen.manifest["versions"]

@@ -26,10 +26,51 @@ from melonbench.report.plots import write_plots
 from melonbench.report.runs import PairingError, aligned, load_failures, load_runs
 
 GOLDEN = Path(__file__).parent / "golden"
-SAMPLED_BASE = {"default": 0.30, "frozen": 0.25, "melon": 0.45, "sml": 0.28, "melon-i": 0.31, "melon-p": 0.29}
+# Recent-pop, a reference without learning, is best under sampled ranking: the best marks must count it.
+SAMPLED_BASE = {
+    "default": 0.30,
+    "frozen": 0.25,
+    "melon": 0.45,
+    "sml": 0.28,
+    "melon-i": 0.31,
+    "melon-p": 0.29,
+    "pop": 0.20,
+    "recent-pop": 0.50,
+}
 # Full ranking orders Frozen above Default and SML below it: the agreement table must flag that.
-FULL_BASE = {"default": 0.10, "frozen": 0.12, "melon": 0.16, "sml": 0.09, "melon-i": 0.11, "melon-p": 0.10}
-UPDATE_S = {"default": 0.004, "frozen": 0.0005, "melon": 0.05, "sml": 0.08, "melon-i": 0.045, "melon-p": 0.046}
+FULL_BASE = {
+    "default": 0.10,
+    "frozen": 0.12,
+    "melon": 0.16,
+    "sml": 0.09,
+    "melon-i": 0.11,
+    "melon-p": 0.10,
+    "pop": 0.03,
+    "recent-pop": 0.13,
+}
+UPDATE_S = {
+    "default": 0.004,
+    "frozen": 0.0005,
+    "melon": 0.05,
+    "sml": 0.08,
+    "melon-i": 0.045,
+    "melon-p": 0.046,
+    "pop": 0.0001,
+    "recent-pop": 0.0002,
+}
+REFERENCES = ("pop", "recent-pop")
+# Per batch: (interactions of the group, shift of its metrics from the batch's); cold items are absent from every
+# fourth batch (their metrics are then NaN, and must weigh nothing).
+GROUP_SHIFT = {"warm_item": 0.02, "cold_item": -0.05, "warm_user": 0.0, "cold_user": -0.01}
+
+
+def group_size(group: str, batch: int, n: int) -> int:
+    cold_items, cold_users = 10 * (batch % 4), batch % 3
+    return {"warm_item": n - cold_items, "cold_item": cold_items, "warm_user": n - cold_users, "cold_user": cold_users}[
+        group
+    ]
+
+
 SALT = {name: i for i, name in enumerate(SAMPLED_BASE)}
 GRID = [(m, s) for m in ("bpr", "ncf") for s in ("default", "frozen", "melon")] + [
     ("bpr", "sml"),
@@ -83,6 +124,9 @@ def value(strategy: str, model: str, ranking: str, metric: str, k: int, batch: i
 
 
 def batches(model: str, strategy: str, seed: int, spans=SPANS) -> pl.DataFrame:
+    """One run's rows; a reference run (``model`` pop or recent-pop, ``strategy`` count) is keyed by its model."""
+    key = model if model in REFERENCES else strategy
+    model = "ncf" if model in REFERENCES else model  # the references' levels: NCF's (any fixed choice would do)
     rows = []
     for batch, split, start, n in spans:
         row = {
@@ -96,14 +140,20 @@ def batches(model: str, strategy: str, seed: int, spans=SPANS) -> pl.DataFrame:
         for ranking in ("sampled", "full"):
             for metric in ("hr", "ndcg"):
                 for k in (5, 10, 20):
-                    row[f"{ranking}_{metric}@{k}"] = value(strategy, model, ranking, metric, k, batch, seed)
+                    row[f"{ranking}_{metric}@{k}"] = value(key, model, ranking, metric, k, batch, seed)
         row.update(
             loss=0.5,
             cold_users=batch % 3,
             eval_s=0.002 + 0.0001 * (batch % 3),
-            update_s=UPDATE_S[strategy] * (1 + 0.1 * (batch % 4)),
+            update_s=UPDATE_S[key] * (1 + 0.1 * (batch % 4)),
             warmup=batch < 2,
         )
+        metrics = [c for c in row if c.startswith(("sampled_", "full_"))]
+        for group, shift in GROUP_SHIFT.items():
+            size = group_size(group, batch, n)
+            for col in metrics:
+                row[f"{col}_{group}"] = round(row[col] + shift + 0.001 * (batch % 4), 6) if size else math.nan
+        row.update({f"n_{group}": group_size(group, batch, n) for group in GROUP_SHIFT})
         row["lr_rank"] = 5 if (strategy == "melon" and batch == 11) else None
         rows.append(row)
     return pl.DataFrame(rows, schema_overrides={"lr_rank": pl.Int64})
@@ -182,6 +232,9 @@ def write_store(root: Path) -> Path:
                 write_run(root, model, strategy, seed)
     for (model, strategy, seed), fields in FAILED.items():
         write_failure(root, model, strategy, seed, **fields)
+    for model in REFERENCES:
+        for seed in (0, 1):
+            write_run(root, model, "count", seed, checkpoint={"key": f"counts-{model}"})
     return root
 
 
@@ -236,8 +289,14 @@ def test_accuracy_cell_equals_a_hand_computed_mean_and_standard_error(store):
     row = next(r for r in table.rows if r[1].text == "Default")
     assert row[2].text == f"{mean:.4f} ± {se:.4f}"
     melon = next(r for r in table.rows if r[1].text == "MeLON")
-    # Levels 0.45 (MeLON) > 0.30 (Default) > 0.28 (SML) > 0.25 (Frozen); the per-strategy term adds at most 0.008.
-    assert melon[2].mark == "best" and row[2].mark == "second"
+    recent = next(r for r in table.rows if r[1].text == "Recent-pop (W=256)")
+    # Levels 0.50 (Recent-pop, NCF's level 0.45 on every column) and 0.45 (MeLON; on NCF 0.405) lead; the
+    # per-strategy term adds at most 0.01, the shared one 0.03. The best marks count the reference row too.
+    assert melon[2].mark == "best" and recent[2].mark == "second" and row[2].mark == ""
+    assert recent[2 + 6].mark == "best" and melon[2 + 6].mark == "second"
+    assert [r[1].text for r in table.rows][-2:] == ["Pop", "Recent-pop (W=256)"]  # references come last
+    assert recent[2].text == recent[2 + 6].text  # one row, the same beside every model
+    assert any("among every row shown: reference rows and MeLON's ablation variants included" in n for n in table.notes)
     sml = next(r for r in table.rows if r[1].text == "SML")
     assert sml[2 + 6].text == "N/A"  # SML on NCF: declared incompatible
     assert "N/A: SML is defined for BPR only (it transforms embeddings only)." in table.notes
@@ -263,7 +322,8 @@ def test_a_cell_with_fewer_seeds_says_how_many_and_a_failed_run_is_a_row(tmp_pat
     assert report.header[1] == (
         "7 runs finished, 4 failed; datasets: toy; models: BPR; seeds: 0, 1, 2 (cells marked k/n stand on fewer)."
     )
-    accuracy, _, failed = report.tables[:3]
+    accuracy = report.tables[0]
+    failed = next(t for t in report.tables if t.key == "failures")
     rows = {r[1].text: r for r in accuracy.rows}
     # MeLON's HR@5: mean and standard error (sd/√2 = |a − b| / 2 for two values) of seeds 0 and 1 alone, by hand.
     a, b = _seed_mean("melon", 0), _seed_mean("melon", 1)
@@ -321,27 +381,104 @@ def test_a_failed_run_and_a_finished_one_of_the_same_cell_are_refused(tmp_path, 
         load_failures(root, runs=load_runs(root))
 
 
-def test_significance_p_values_equal_scipy_with_holm_by_hand(tmp_path, registry):
+def test_warm_item_cell_is_weighted_by_its_interactions_and_skips_empty_groups(store):
+    # Default on BPR, sampled HR@5 over warm-item interactions: per seed Σ n_warm · hr_warm / Σ n_warm over the test
+    # batches; the cold-item column is NaN wherever a batch has no cold item, and those batches weigh nothing.
+    seed_means = []
+    for seed in (0, 1):
+        num = den = 0.0
+        for b, split, _, n in SPANS:
+            if split == "test":
+                warm = n - 10 * (b % 4)
+                num += warm * round(value("default", "bpr", "sampled", "hr", 5, b, seed) + 0.02 + 0.001 * (b % 4), 6)
+                den += warm
+        seed_means.append(num / den)
+    report = build_report(load_runs(store), "sampled")
+    table = next(t for t in report.tables if t.key == "accuracy-sampled-warm-item")
+    assert table.title.endswith("warm-item interactions") and report.tables[0].title.endswith("(headline)")
+    row = next(r for r in table.rows if r[1].text == "Default")
+    mean, se = (seed_means[0] + seed_means[1]) / 2, abs(seed_means[0] - seed_means[1]) / 2
+    assert row[2].text == f"{mean:.4f} ± {se:.4f}"
+    assert "toy: 2,184 of 2,354 test interactions are warm-item (92.8 %)." in table.notes  # 9·256 + 50, less 170
+    runs = load_runs(store)
+    cold = next(r for r in runs if r.strategy == "default" and r.seed == 0).mean("sampled_hr@5_cold_item")
+    assert math.isfinite(cold)
+
+
+def test_the_paper_protocol_table_says_what_is_and_is_not_reproduced(tmp_path, registry):
+    root = tmp_path / "results"
+    write_run(root, "bpr", "default", 0, config__protocol="paper", config__pretrain={"weight_decay": 0.0})
+    write_run(
+        root,
+        "bpr",
+        "melon",
+        0,
+        config__protocol="paper",
+        config__pretrain={"weight_decay": 1e-3},
+        strategy__config={"meta_epochs": 3},
+    )
+    report = build_report(load_runs(root))
+    table = next(t for t in report.tables if t.key == "paper-protocol")
+    rows = {r[0].text: [c.text for c in r[1:]] for r in table.rows}
+    assert rows["Evaluation negatives exclude the user's future items (leak)"][2] == "yes"
+    assert rows["Ties between equal scores"] == ["may favour the positive (leak)", "count against the positive", "no"]
+    assert rows["Pre-training epoch chosen on"][2] == "no"
+    assert rows["Pre-training weight decay"] == ["0.001", "0, 0.001", "in 1 of 2 runs"]
+    assert rows["Meta-model pre-training epochs"] == ["100 (MeLON, Alg. 1)", "3", "no"]
+    assert any("[paper protocol] rows reproduce two of the published code's four leaks" in h for h in report.header)
+    assert all(r[0].text.startswith("toy [paper protocol]") or not r[0].text for r in report.tables[0].rows)
+    # leak-free runs alone: no such table, no such line
+    plain = build_report(load_runs(write_store(tmp_path / "plain")))
+    assert all(t.key != "paper-protocol" for t in plain.tables) and not any("[paper" in h for h in plain.header)
+
+
+def wls_intercept_pvalue(d: np.ndarray, w: np.ndarray) -> float:
+    """Weighted least squares of d on a constant, from the normal equations (an independent route to the same test):
+    β = (XᵀWX)⁻¹XᵀWd, σ² = Σ w r² / (m − 1), Var β = σ² (XᵀWX)⁻¹."""
+    x = np.ones((d.size, 1))
+    xtwx = x.T @ (w[:, None] * x)
+    beta = np.linalg.solve(xtwx, x.T @ (w * d))
+    resid = d - x @ beta
+    var = float(np.sum(w * resid**2)) / (d.size - 1) * np.linalg.inv(xtwx)[0, 0]
+    return float(2 * sps.t.sf(abs(beta[0]) / math.sqrt(var), d.size - 1))
+
+
+def test_significance_p_values_equal_a_hand_computed_weighted_test_with_holm_by_hand(tmp_path, registry):
     root = tmp_path / "results"
     for strategy in ("default", "frozen"):
         for seed in (0, 1, 2):
             write_run(root, "bpr", strategy, seed)
     runs = load_runs(root)
-    table = build_report(runs, "sampled").tables[-2]
-    assert table.key == "significance-sampled" and len(table.rows) == 1
+    report = build_report(runs, "sampled")
+    table = next(t for t in report.tables if t.key == "significance-sampled")
+    assert len(table.rows) == 1
     row = table.rows[0]
-    tests = [b for b, split, _, _ in SPANS if split == "test"]
-    p = {}
+    tests = [(b, n) for b, split, _, n in SPANS if split == "test"]  # nine batches of 256, then one of 50
+    p, delta = {}, {}
     for metric in ("hr", "ndcg"):
-        fro = [value("frozen", "bpr", "sampled", metric, 5, b, s) for s in (0, 1, 2) for b in tests]
-        de = [value("default", "bpr", "sampled", metric, 5, b, s) for s in (0, 1, 2) for b in tests]
-        p[metric] = sps.ttest_rel(fro, de).pvalue
+        d = np.array(
+            [
+                value("frozen", "bpr", "sampled", metric, 5, b, s) - value("default", "bpr", "sampled", metric, 5, b, s)
+                for s in (0, 1, 2)
+                for b, _ in tests
+            ]
+        )
+        n = np.array([n for _ in (0, 1, 2) for _, n in tests], dtype=float)
+        p[metric] = wls_intercept_pvalue(d, n)
+        delta[metric] = float(np.sum(n * d) / np.sum(n))  # three seeds of equal size: the mean of the run means
+        unweighted = sps.ttest_rel(d, np.zeros_like(d)).pvalue
+        assert not math.isclose(p[metric], unweighted, rel_tol=1e-3)  # the weights matter
     # Holm over the family {HR@5, NDCG@5} of this one comparison: the smaller p doubles, the larger keeps
     # max(itself, the doubled smaller one).
     small, large = sorted(p.values())
     adjusted = {m: (min(1, 2 * small) if v == small else max(min(1, 2 * small), large)) for m, v in p.items()}
     assert row[6].text == fmt_p(adjusted["hr"]) and row[10].text == fmt_p(adjusted["ndcg"])
+    assert row[5].text == f"{delta['hr']:+.4f}" and row[9].text == f"{delta['ndcg']:+.4f}"
     assert row[3].text == "3" and row[4].text == str(3 * len(tests))
+    # Δ is the difference of the accuracy table's cells (both are means over seeds of interaction-weighted run means)
+    accuracy = report.tables[0]
+    cell = {r[1].text: float(r[2].text.split(" ± ")[0]) for r in accuracy.rows}
+    assert abs(delta["hr"] - (cell["Frozen"] - cell["Default"])) < 1e-4
 
 
 def test_p_values_never_print_as_zero(store):
@@ -356,7 +493,8 @@ def test_protocol_disagreement_is_warned_about(store):
     # Full-ranking levels put Frozen (0.12) above Default (0.10) on both models, sampled ones below (0.25 < 0.30).
     warned = [w for w in report.warnings if "full and sampled ranking order the strategies differently" in w]
     assert [w.split(":")[0] for w in warned] == ["toy/BPR", "toy/BPR", "toy/NCF", "toy/NCF"]
-    assert "full MeLON > Frozen > Default" in warned[2] and "sampled MeLON > Default > Frozen" in warned[2]
+    assert "full MeLON > Recent-pop (W=256) > Frozen > Default > Pop" in warned[2]
+    assert "sampled Recent-pop (W=256) > MeLON > Default > Frozen > Pop" in warned[2]
 
 
 def test_misaligned_batches_are_refused_with_the_missing_ones_named(tmp_path, registry):

@@ -38,15 +38,29 @@ def test_grid_orders_model_seed_strategy_and_skips_declared_incompatible_pairs(w
         ("bpr", 1, "bpronly"),
         ("ncf", 0, "default"),
         ("ncf", 1, "default"),
+        # the references without learning, once per seed, with their count update
+        ("pop", 0, "count"),
+        ("recent-pop", 0, "count"),
+        ("pop", 1, "count"),
+        ("recent-pop", 1, "count"),
     ]
     assert [(s, m) for s, m, _ in skipped] == [("bpronly", "ncf")]
     assert "a test strategy" in skipped[0][2]
     assert all(dataclasses.replace(r, model="bpr", strategy="default", seed=0) == RunConfig() for r in runs)
 
 
-def test_all_means_every_registered_strategy(with_bpr_only):
-    runs, _ = grid(ReproduceConfig(models=("bpr",), seeds=1))
-    assert [r.strategy for r in runs] == list(strategies.STRATEGIES)
+def test_all_means_every_registered_strategy_of_the_learned_models(with_bpr_only):
+    runs, _ = grid(ReproduceConfig(models=("bpr",), seeds=1, references=()))
+    assert [r.strategy for r in runs] == [s for s in strategies.STRATEGIES if s != "count"]
+
+
+def test_references_can_be_left_out_and_must_be_references():
+    runs, _ = grid(ReproduceConfig(models=("bpr",), strategies=("default",), seeds=1, references=("recent-pop",)))
+    assert [(r.model, r.strategy) for r in runs] == [("bpr", "default"), ("recent-pop", "count")]
+    with pytest.raises(MelonbenchError, match="--references takes recommenders without learning"):
+        grid(ReproduceConfig(references=("bpr",)))
+    with pytest.raises(UnknownNameError, match="Unknown model 'popp'"):
+        grid(ReproduceConfig(references=("popp",)))
 
 
 def test_bad_grids_fail_before_any_work(monkeypatch, with_bpr_only):
@@ -102,6 +116,8 @@ def test_cli_options_reach_the_reproduce_config(monkeypatch, tmp_path):
         "--set",
         "cuda_graphs=false",
         "--retry-failed",
+        "--references",
+        "recent-pop",
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -113,6 +129,7 @@ def test_cli_options_reach_the_reproduce_config(monkeypatch, tmp_path):
             base=base,
             models=("bpr",),
             strategies=("default", "frozen"),
+            references=("recent-pop",),
             seeds=3,
             ranking="sampled",
             results=tmp_path / "r",
@@ -123,6 +140,8 @@ def test_cli_options_reach_the_reproduce_config(monkeypatch, tmp_path):
     ]
     assert CliRunner().invoke(app, ["reproduce"]).exit_code == 0
     assert calls[-1] == ReproduceConfig()
+    assert CliRunner().invoke(app, ["reproduce", "--references", "none"]).exit_code == 0
+    assert calls[-1] == ReproduceConfig(references=())
 
 
 def test_set_strategy_key_reaches_that_strategy_alone_and_plain_keys_every_strategy_that_has_them():
@@ -130,7 +149,8 @@ def test_set_strategy_key_reaches_that_strategy_alone_and_plain_keys_every_strat
     runs, _ = grid(
         ReproduceConfig(models=("bpr",), strategies=("default", "frozen", "melon"), seeds=1, settings=settings)
     )
-    params = {r.strategy: r.strategy_params for r in runs}
+    params = {r.strategy: r.strategy_params for r in runs if r.strategy != "count"}  # the references take none
+    assert {r.strategy_params for r in runs if r.strategy == "count"} == {()}
     # default: its own lr wins over the plain one (given later); frozen has no settings; melon has no lr.
     assert params == {
         "default": (("cuda_graphs", "false"), ("lr", "0.01")),
@@ -187,14 +207,17 @@ def tiny_home(tmp_path_factory) -> Path:
 def test_a_tiny_grid_runs_reports_and_is_skipped_when_run_again(tiny_home, monkeypatch):
     monkeypatch.setenv("MELONBENCH_HOME", str(tiny_home))
     base = RunConfig(device="cpu", pretrain=PretrainConfig(epochs=1, dim=8))
-    config = ReproduceConfig(base=base, models=("bpr",), strategies=("default", "frozen"), seeds=2, ranking="sampled")
+    config = ReproduceConfig(
+        base=base, models=("bpr",), strategies=("default", "frozen"), references=("pop",), seeds=2, ranking="sampled"
+    )
     first = reproduce(config)
-    assert [o.status for o in first.runs] == ["finished"] * 4
+    assert [o.status for o in first.runs] == ["finished"] * 6
     out = tiny_home / "reports" / "synthetic"
     assert first.report_files == (out / "report.md", out / "report.tex")
     markdown = (out / "report.md").read_text()
-    assert "4 runs; datasets: synthetic; models: BPR; seeds: 0, 1." in markdown
+    assert "6 runs; datasets: synthetic; models: BPR; references: Pop; seeds: 0, 1." in markdown
     assert "| synthetic | BPR | Frozen vs Default | 2 |" in markdown
+    assert "|  | Pop | " in markdown and "Pop vs" not in markdown  # a reference row, never paired
     assert "\\begin{tabular}" in (out / "report.tex").read_text()
     assert sorted(p.name for p in first.figures) == [
         "per-batch_synthetic_bpr_sampled.png",
@@ -203,6 +226,6 @@ def test_a_tiny_grid_runs_reports_and_is_skipped_when_run_again(tiny_home, monke
     assert all(p.stat().st_size > 10_000 for p in first.figures)
 
     second = reproduce(config)
-    assert [o.status for o in second.runs] == ["already complete"] * 4
+    assert [o.status for o in second.runs] == ["already complete"] * 6
     assert [o.run_id for o in second.runs] == [o.run_id for o in first.runs]
     assert (out / "report.md").read_text() == markdown  # same stored runs + seeded bootstrap → same report

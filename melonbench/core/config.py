@@ -61,14 +61,26 @@ class PrepareOptions:
     params: tuple[tuple[str, str], ...] = ()
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Convert a (nested) config dataclass to plain JSON types (paths as strings, tuples as lists)."""
+HASH_OMITS_DEFAULT = {"hash_omits_default": True}
+"""Field metadata: :func:`config_hash` leaves the field out while it has its default, so that adding a field to a
+config keeps the hash (hence every cached checkpoint and run id) of everything made before it existed."""
+
+
+def to_jsonable(obj: Any, *, hashing: bool = False) -> Any:
+    """Convert a (nested) config dataclass to plain JSON types (paths as strings, tuples as lists).
+
+    With ``hashing``, fields marked :data:`HASH_OMITS_DEFAULT` that hold their default are left out.
+    """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {
+            f.name: to_jsonable(getattr(obj, f.name), hashing=hashing)
+            for f in dataclasses.fields(obj)
+            if not (hashing and f.metadata.get("hash_omits_default") and getattr(obj, f.name) == f.default)
+        }
     if isinstance(obj, (tuple, list)):
-        return [to_jsonable(v) for v in obj]
+        return [to_jsonable(v, hashing=hashing) for v in obj]
     if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
+        return {str(k): to_jsonable(v, hashing=hashing) for k, v in obj.items()}
     if isinstance(obj, Path):
         return str(obj)
     return obj
@@ -76,7 +88,7 @@ def to_jsonable(obj: Any) -> Any:
 
 def config_hash(*parts: Any) -> str:
     """A short, stable content hash of JSON-able parts (configs, card checksums, versions)."""
-    blob = json.dumps([to_jsonable(p) for p in parts], sort_keys=True, separators=(",", ":"))
+    blob = json.dumps([to_jsonable(p, hashing=True) for p in parts], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -93,6 +105,9 @@ class PretrainConfig:
     for rows the batch does not touch, so the N(0, 0.01²) embeddings collapse (measured on the synthetic stream:
     validation HR@5 0.207 with 1e-3 against 0.387 with 0; on Grocery a median |user embedding| of 3e-7).
     ``--weight-decay 1e-3`` gives the literal setting.
+
+    ``window`` is the ``recent-pop`` reference's W (interactions counted); every other model ignores it. It is left
+    out of the hash at its default, so checkpoints and runs made before it existed keep their keys.
     """
 
     epochs: int = 100
@@ -101,6 +116,7 @@ class PretrainConfig:
     batch_size: int = 256
     patience: int = 10
     dim: int = 64
+    window: int = dataclasses.field(default=256, metadata=HASH_OMITS_DEFAULT)
 
 
 Protocol = Literal["leakfree", "paper"]

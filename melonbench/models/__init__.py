@@ -1,5 +1,6 @@
 """The recommenders and their registry (``MODELS``): ``base`` (the :class:`Recommender` contract: scores,
-per-interaction losses, which tables hold user and item rows), ``bpr`` (BPR-MF) and ``ncf`` (GMF + MLP)."""
+per-interaction losses, which tables hold user and item rows), ``bpr`` (BPR-MF), ``ncf`` (GMF + MLP), and the
+reference recommenders without learning in ``popularity`` (``pop``, ``recent-pop``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from melonbench.core.registry import lookup
 from melonbench.models.base import Recommender
 from melonbench.models.bpr import BPR
 from melonbench.models.ncf import NCF
+from melonbench.models.popularity import Popularity, RecentPopularity
 
-MODELS: dict[str, type[Recommender]] = {"bpr": BPR, "ncf": NCF}
+MODELS: dict[str, type[Recommender]] = {"bpr": BPR, "ncf": NCF, "pop": Popularity, "recent-pop": RecentPopularity}
 
 
 def build_model(name: str, n_users: int, n_items: int, **kwargs: Any) -> Recommender:
@@ -19,11 +21,11 @@ def build_model(name: str, n_users: int, n_items: int, **kwargs: Any) -> Recomme
     Parameters
     ----------
     name : str
-        Registry key (``bpr`` or ``ncf``).
+        Registry key (``bpr``, ``ncf``, ``pop`` or ``recent-pop``).
     n_users, n_items : int
         Sizes of the dense id ranges.
     **kwargs
-        Further constructor arguments (``dim``; ``layers`` for NCF).
+        Further constructor arguments (``dim``; ``layers`` for NCF; ``window`` for recent-pop).
 
     Raises
     ------
@@ -33,4 +35,10 @@ def build_model(name: str, n_users: int, n_items: int, **kwargs: Any) -> Recomme
     return lookup("model", name, MODELS)(n_users, n_items, **kwargs)
 
 
-__all__ = ["BPR", "MODELS", "NCF", "Recommender", "build_model"]
+def is_reference(name: str) -> bool:
+    """Whether ``name`` is a registered recommender without learnable parameters (a reference row in reports)."""
+    cls = MODELS.get(name)
+    return cls is not None and not cls.learnable
+
+
+__all__ = ["BPR", "MODELS", "NCF", "Popularity", "RecentPopularity", "Recommender", "build_model", "is_reference"]

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from melonbench.core.config import PretrainConfig
+
 EMBEDDING_STD = 0.01
 """Standard deviation of the N(0, std²) initialisation of every embedding and bias table (as the reference)."""
 
@@ -36,6 +38,14 @@ class Recommender(nn.Module):
     dim : int
         Embedding size (the paper: 64).
 
+    Attributes
+    ----------
+    learnable : bool
+        False for the reference recommenders without parameters (``pop``, ``recent-pop``): they are "pre-trained"
+        by counting, and only the ``count`` strategy, which advances their counts, runs on them.
+    label : str
+        Name shown in tables.
+
     Notes
     -----
     Subclasses set ``name`` (the registry key) and implement :meth:`score`, :meth:`score_all`,
@@ -45,6 +55,8 @@ class Recommender(nn.Module):
     """
 
     name: ClassVar[str]
+    label: ClassVar[str] = ""
+    learnable: ClassVar[bool] = True
 
     def __init__(self, n_users: int, n_items: int, dim: int = 64) -> None:
         super().__init__()
@@ -121,6 +133,11 @@ class Recommender(nn.Module):
     def dense_parameters(self) -> dict[str, nn.Parameter]:
         """Every parameter not in a user or item table, keyed by its ``named_parameters`` name."""
         raise NotImplementedError
+
+    @classmethod
+    def config_kwargs(cls, config: PretrainConfig) -> dict[str, Any]:
+        """The constructor arguments this model takes from the pre-training config (``dim``; more for some)."""
+        return {"dim": config.dim}
 
     def hparams(self) -> dict[str, Any]:
         """The constructor arguments plus ``name``: enough to rebuild the model and to hash its configuration."""

@@ -5,7 +5,8 @@ Per batch B_t, in this order (Kim et al. 2022, Eq. 2; design.md, Protocol):
 1. **rank** the batch's positives under the current model, with both protocols in one pass:
    *sampled* (against the persisted evaluation negatives) and *full* (against every item that exists before the
    interaction, minus the user's earlier items); ties count against the positive;
-2. **record** HR@k / NDCG@k (kept on the device; the caller copies them to the host in blocks);
+2. **record** HR@k / NDCG@k over all the batch's interactions and over its warm and cold ones
+   (:mod:`melonbench.online.groups`), kept on the device; the caller copies them to the host in blocks;
 3. **update**: ``strategy.online_step(batch, history)`` with fresh training negatives;
 4. **advance** the history past the batch.
 
@@ -21,6 +22,7 @@ from typing import Protocol
 import torch
 
 from melonbench.models.base import Recommender
+from melonbench.online.groups import GROUPS, count_column, group_column, group_masks, group_means
 from melonbench.online.history import History
 from melonbench.online.metrics import full_ranks, hit_rate, ndcg, sampled_ranks
 from melonbench.online.negatives import sample_training_negatives
@@ -40,8 +42,9 @@ class Updater(Protocol):
 class BatchOutcome:
     """What one replayed batch produced.
 
-    ``values`` is a device tensor aligned with :func:`value_names` (metrics, mean loss, cold users), so the
-    caller can stack many batches and copy them to the host at once.
+    ``values`` is a device tensor aligned with :func:`value_names` (metrics, mean loss, cold users, the metrics of
+    each warm/cold group and the groups' sizes), so the caller can stack many batches and copy them to the host at
+    once.
     """
 
     index: int
@@ -56,7 +59,8 @@ class BatchOutcome:
 def value_names(ks: Iterable[int]) -> list[str]:
     """Column names of :attr:`BatchOutcome.values`, in order."""
     metrics = [f"{proto}_{m}@{k}" for proto in ("sampled", "full") for m in ("hr", "ndcg") for k in ks]
-    return [*metrics, "loss", "cold_users"]
+    grouped = [group_column(metric, group) for group in GROUPS for metric in metrics]
+    return [*metrics, "loss", "cold_users", *grouped, *(count_column(group) for group in GROUPS)]
 
 
 @torch.no_grad()
@@ -113,9 +117,12 @@ def replay(
 
         with stopwatch.section("eval"):  # 1. rank before any update
             sampled, full = rank_batch(model, history, users, items, positions, negatives)
-        record = [  # 2. record (device-side), in value_names order
-            metric(ranks, k) for ranks in (sampled, full) for metric in (hit_rate, ndcg) for k in ks
-        ]
+        record = torch.stack(  # 2. record (device-side), in value_names order: [M, B]
+            [metric(ranks, k) for ranks in (sampled, full) for metric in (hit_rate, ndcg) for k in ks]
+        )
+        # warm = the positive item (user) occurs before the batch; cold for all of a batch's interactions with it
+        masks = group_masks(history.item_exists(items, start), history.user_exists(users, start))  # [G, B]
+        by_group, group_sizes = group_means(record, masks)  # [G, M], [G]
 
         with stopwatch.section("update"):  # 3. update
             if paper_protocol:
@@ -128,5 +135,6 @@ def replay(
         history.advance(stop - start)  # 4. advance
         times = stopwatch.pop()
         n_cold = cold[torch.unique(users)].sum()  # distinct users of the batch absent from pre-training
-        values = torch.stack([*(m.float().mean() for m in record), losses.float().mean(), n_cold.float()])
+        head = torch.stack([losses.float().mean(), n_cold.float()])
+        values = torch.cat([record.mean(dim=1), head, by_group.flatten(), group_sizes])
         yield BatchOutcome(index, split, start, stop, values, times.get("eval", 0.0), times.get("update", 0.0))

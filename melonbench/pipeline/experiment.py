@@ -31,6 +31,7 @@ from melonbench.models import MODELS
 from melonbench.online.candidates import evaluation_negatives
 from melonbench.online.cuda_graph import graph_report
 from melonbench.online.determinism import deterministic
+from melonbench.online.groups import GROUPS, count_column, run_mean, weight_column
 from melonbench.online.history import History
 from melonbench.online.replay import BatchOutcome, replay, value_names
 from melonbench.online.seeding import generator
@@ -128,6 +129,8 @@ def validate(config: RunConfig) -> None:
         raise MelonbenchError(f"--split must be validation or test, got '{config.split}'")
     if config.batch_size < 1 or config.n_negatives < 1 or not config.ks or min(config.ks) < 1:
         raise MelonbenchError("batch size, number of negatives and every k must be positive")
+    if config.pretrain.window < 1:
+        raise MelonbenchError(f"--window must be at least 1, got {config.pretrain.window}")
 
 
 def run_id_for(config: RunConfig, fingerprint: str, device: torch.device) -> str:
@@ -430,18 +433,21 @@ def _row(outcome: BatchOutcome, values: np.ndarray, names: list[str], ts: np.nda
     }
     row.update({name: float(v) for name, v in zip(names, values)})
     row["cold_users"] = int(row["cold_users"])
+    for group in GROUPS:
+        row[count_column(group)] = int(row[count_column(group)])
     row.update(eval_s=outcome.eval_s, update_s=outcome.update_s, warmup=warmup)
     return row
 
 
 def summarise(rows: list[dict[str, Any]], split: str) -> dict[str, float]:
-    """Interaction-weighted means of every metric over the reported split, and median timings (warm-up excluded)."""
+    """The run's mean (:func:`~melonbench.online.groups.run_mean`, interaction-weighted) of every metric over the
+    reported split, the size of each warm/cold group, and median timings (warm-up excluded)."""
     part = [r for r in rows if r["split"] == split]
     if not part:
         return {}
-    weights = np.array([r["n"] for r in part], dtype=float)
     keys = [k for k in part[0] if k.startswith(("sampled_", "full_"))] + ["loss"]
-    out = {k: float(np.average([r[k] for r in part], weights=weights)) for k in keys}
+    out = {k: run_mean([r[k] for r in part], [r[weight_column(k)] for r in part]) for k in keys}
+    out.update({count_column(g): float(sum(r[count_column(g)] for r in part)) for g in GROUPS})
     timed = [r for r in rows if not r["warmup"]] or rows
     out["median_eval_s"] = float(np.median([r["eval_s"] for r in timed]))
     out["median_update_s"] = float(np.median([r["update_s"] for r in timed]))

@@ -21,7 +21,8 @@ import torch
 from melonbench import __version__
 from melonbench.core.config import PretrainConfig, config_hash, to_jsonable
 from melonbench.core.errors import CheckpointError, DivergenceError
-from melonbench.models import build_model
+from melonbench.core.registry import lookup
+from melonbench.models import MODELS
 from melonbench.models.base import Recommender
 from melonbench.online.history import History
 from melonbench.online.metrics import hit_rate, sampled_ranks
@@ -49,11 +50,13 @@ def checkpoint_key(dataset_fingerprint: str, model: str, config: PretrainConfig,
     return config_hash("recommender", dataset_fingerprint, model, config, seed, __version__)
 
 
-def init_model(model: str, stream: Stream, dim: int, seed: int) -> Recommender:
-    """Build the recommender with weights drawn on the CPU from ``seed`` (identical on every device)."""
+def init_model(model: str, stream: Stream, config: PretrainConfig, seed: int) -> Recommender:
+    """Build the recommender (its settings from ``config``: ``dim``, ...) with weights drawn on the CPU from ``seed``
+    (identical on every device)."""
+    cls = lookup("model", model, MODELS)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "model-init"))
-        net = build_model(model, stream.n_users, stream.n_items, dim=dim)
+        net = cls(stream.n_users, stream.n_items, **cls.config_kwargs(config))
     return net.to(stream.users.device)
 
 
@@ -80,8 +83,16 @@ def pretrain_recommender(
     validation_negatives: torch.Tensor,
     on_epoch: EpochCallback | None = None,
 ) -> tuple[Recommender, dict[str, Any]]:
-    """Pre-train from scratch; return the model at its best validation epoch and a training record."""
-    model = init_model(model_name, stream, config.dim, seed)
+    """Pre-train from scratch; return the model at its best validation epoch and a training record.
+
+    A model without learnable parameters (``pop``, ``recent-pop``) is "pre-trained" by counting the pre-training
+    part; its record has no epochs.
+    """
+    model = init_model(model_name, stream, config, seed)
+    if not model.learnable:
+        model.observe(stream.items, 0, stream.pretrain_end)  # type: ignore[operator]
+        hr = validation_hr5(model, stream, validation_negatives)
+        return model, {"best_epoch": 0, "best_val_hr@5": None if hr != hr else hr, "curve": []}
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
     device = stream.users.device
     gen = generator(seed, "pretrain", device)
@@ -137,7 +148,7 @@ def load_or_pretrain(
     key = checkpoint_key(dataset_fingerprint, model_name, config, seed)
     path = checkpoints_dir() / f"{model_name}-{key}.pt"
     if path.is_file() and not force:
-        model = init_model(model_name, stream, config.dim, seed)
+        model = init_model(model_name, stream, config, seed)
         try:
             payload = torch.load(path, map_location=stream.users.device, weights_only=True)
             model.load_state_dict(payload["state"])

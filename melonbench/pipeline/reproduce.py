@@ -1,7 +1,9 @@
 """``melonbench reproduce``: run the paper's whole grid on one dataset, then write its report.
 
 The grid is every model × strategy × seed (seeds ``0 … N−1``); declared-incompatible pairs (SML on NCF) are not
-run and show as N/A. Each run goes through :func:`melonbench.pipeline.experiment.attempt_experiment`, so finished
+run and show as N/A. The reference recommenders without learning (``pop``, ``recent-pop``: their ``count`` update)
+run once per seed as well, and the report shows them as reference rows beside every model's strategies. Each run
+goes through :func:`melonbench.pipeline.experiment.attempt_experiment`, so finished
 runs are re-used as they are and interrupted ones resume from their last checkpoint: running ``reproduce`` again
 after a crash only does what is missing. A run that fails (a non-finite loss, any error of its own) is recorded in
 its folder and the grid goes on; a recorded failure is not run again unless ``retry_failed`` asks for the failed
@@ -23,7 +25,7 @@ from rich.console import Console
 from melonbench.core.config import PrepareOptions, RunConfig
 from melonbench.core.errors import IncompatibleError, MelonbenchError, NotPreparedError
 from melonbench.core.registry import lookup
-from melonbench.models import MODELS
+from melonbench.models import MODELS, is_reference
 from melonbench.pipeline import experiment
 from melonbench.report.build import PROTOCOLS, build_report, render
 from melonbench.report.plots import write_plots
@@ -31,7 +33,7 @@ from melonbench.report.runs import Failure, load_failures, load_runs, to_failure
 from melonbench.store.atomic import atomic_write_bytes
 from melonbench.store.paths import home, results_dir
 from melonbench.store.results import RunStore
-from melonbench.strategies import STRATEGIES, check_compatible, get_strategy
+from melonbench.strategies import STRATEGIES, check_compatible, default_strategy, get_strategy
 from melonbench.strategies.base import parse_config
 
 
@@ -49,7 +51,10 @@ class ReproduceConfig:
     models : tuple[str, ...]
         Recommenders (default BPR and NCF, as in the paper).
     strategies : tuple[str, ...] | None
-        Strategy names; None = every registered strategy.
+        Strategy names; None = every registered strategy that runs on a learned model.
+    references : tuple[str, ...]
+        Reference recommenders without learning, run with their ``count`` update (default ``pop`` and
+        ``recent-pop``; empty for none).
     seeds : int
         Seeds ``0 … seeds−1`` (the paper: 5).
     ranking : {"sampled", "full", "both"}
@@ -71,6 +76,7 @@ class ReproduceConfig:
     base: RunConfig = RunConfig()
     models: tuple[str, ...] = ("bpr", "ncf")
     strategies: tuple[str, ...] | None = None
+    references: tuple[str, ...] = ("pop", "recent-pop")
     seeds: int = 5
     ranking: str = "both"
     results: Path | None = None
@@ -95,15 +101,22 @@ Hooks = Callable[[str], AbstractContextManager[experiment.RunHooks]]
 
 
 def grid(config: ReproduceConfig) -> tuple[list[RunConfig], list[tuple[str, str, str]]]:
-    """The runs of the grid (model, then seed, then strategy: each checkpoint is made once, then shared) and the
-    ``(strategy, model, reason)`` pairs left out as declared-incompatible. Unknown names, and settings that reach no
-    strategy or do not convert, raise before any work."""
-    names = list(STRATEGIES) if config.strategies is None else list(config.strategies)
+    """The runs of the grid (model, then seed, then strategy: each checkpoint is made once, then shared; then the
+    references, seed by seed) and the ``(strategy, model, reason)`` pairs left out as declared-incompatible. Unknown
+    names, and settings that reach no strategy or do not convert, raise before any work."""
+    learned = [m for m in config.models if not is_reference(m)] or list(config.models)
+    default_names = [n for n, cls in STRATEGIES.items() if any(m in cls.supports for m in learned)]
+    names = default_names if config.strategies is None else list(config.strategies)
     for name in names:
         lookup("strategy", name, STRATEGIES)
     params = strategy_settings(names, config.base.strategy_params + config.settings)
-    for model in config.models:
+    for model in (*config.models, *config.references):
         lookup("model", model, MODELS)
+    not_references = [m for m in config.references if not is_reference(m)]
+    if not_references:
+        raise MelonbenchError(
+            f"--references takes recommenders without learning (pop, recent-pop), got {not_references}"
+        )
     if config.seeds < 1:
         raise MelonbenchError("--seeds must be at least 1")
     runs, skipped = [], []
@@ -122,6 +135,11 @@ def grid(config: ReproduceConfig) -> tuple[list[RunConfig], list[tuple[str, str,
         ]
     if not runs:
         raise MelonbenchError("nothing to run: every chosen strategy is incompatible with every chosen model")
+    runs += [
+        dataclasses.replace(config.base, model=ref, strategy=default_strategy(ref), seed=seed, strategy_params=())
+        for seed in range(config.seeds)
+        for ref in config.references
+    ]
     for run in runs:
         experiment.validate(run)
     return runs, skipped

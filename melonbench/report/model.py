@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from melonbench.models import is_reference
 from melonbench.strategies import STRATEGIES
 
-# The paper's row order (Table 2); anything else follows alphabetically (Frozen, the ablations, new strategies).
+# The paper's row order (Table 2); anything else follows alphabetically (Frozen, the ablations, new strategies), and
+# the reference recommenders without learning (pop, recent-pop) come last.
 PREFERRED_ORDER = ("default", "eals", "mwnet", "metasgd", "s2meta", "sml", "melon")
 # Table 3: the two single-direction variants of MeLON and MeLON itself.
 ABLATION = ("melon-i", "melon-p", "melon")
@@ -68,9 +70,9 @@ class Report:
 
 
 def strategy_order(names: set[str] | list[str]) -> list[str]:
-    """Strategies in the paper's row order, the others alphabetically after them."""
+    """Strategies in the paper's row order, the others alphabetically after them, then the reference rows."""
     rank = {name: i for i, name in enumerate(PREFERRED_ORDER)}
-    return sorted(set(names), key=lambda n: (rank.get(n, len(rank)), n))
+    return sorted(set(names), key=lambda n: (is_reference(n), rank.get(n, len(rank)), n))
 
 
 def strategy_label(name: str, fallback: str | None = None) -> str:
@@ -90,7 +92,7 @@ def incompatibility(strategy: str, model: str) -> str | None:
 
 
 def model_label(name: str) -> str:
-    return name.upper()
+    return name.upper() if name else "References"
 
 
 def fmt_mean_se(mean: float, se: float, digits: int = 4) -> str:

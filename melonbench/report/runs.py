@@ -11,7 +11,6 @@ batches: :func:`aligned` checks exactly that and names whatever differs. A run t
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ import numpy as np
 import polars as pl
 
 from melonbench.core.errors import MelonbenchError
+from melonbench.models import MODELS, is_reference
+from melonbench.online.groups import run_mean, weight_column
 from melonbench.store.results import read_failures, read_runs
 
 SPAN = ("batch", "start", "n")
@@ -48,6 +49,9 @@ class Run:
     ----------
     setting : str
         Row-block label: the dataset name, plus ``[paper protocol]`` / ``[validation split]`` when not default.
+    reference : bool
+        A reference recommender without learning (``pop``, ``recent-pop``): its row stands beside every learned
+        model's strategies (``label`` is then the reference's, e.g. ``Recent-pop (W=256)``).
     batches : polars.DataFrame
         Every replayed batch (validation and test), as stored.
     manifest : dict
@@ -68,6 +72,12 @@ class Run:
     batches: pl.DataFrame
     manifest: dict[str, Any]
     folder: Path
+    reference: bool = False
+
+    @property
+    def row(self) -> str:
+        """The row key in tables: the strategy, or for a reference the recommender's name."""
+        return self.model if self.reference else self.strategy
 
     def reported(self) -> pl.DataFrame:
         """The batches of the reported split (``test`` for a test run), in batch order."""
@@ -79,11 +89,14 @@ class Run:
         return rest if len(rest) else self.batches
 
     def mean(self, column: str) -> float:
-        """Interaction-weighted mean of ``column`` over the reported split (as the run summary computes it)."""
+        """The run's mean of ``column`` over the reported split: interaction-weighted (``n``, or the group's
+        ``n_{group}`` for a warm/cold column), as :func:`melonbench.online.groups.run_mean` defines it."""
         part = self.reported()
-        if part["n"].sum() == 0:
-            return math.nan
-        return float(np.average(part[column].to_numpy(), weights=part["n"].to_numpy()))
+        return run_mean(part[column].to_numpy(), part[weight_column(column)].to_numpy())
+
+    def weights(self, column: str) -> np.ndarray:
+        """Per reported batch, the interactions behind ``column`` (its weight in :meth:`mean`)."""
+        return self.reported()[weight_column(column)].to_numpy().astype(float)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +133,16 @@ class Failure:
     traceback: str
     folder: Path
 
+    @property
+    def reference(self) -> bool:
+        """A reference recommender without learning (see :attr:`Run.reference`)."""
+        return is_reference(self.model)
+
+    @property
+    def row(self) -> str:
+        """The row key in tables, as :attr:`Run.row`."""
+        return self.model if self.reference else self.strategy
+
     def what(self) -> str:
         """One line: ``diverged at batch 7``, ``diverged in meta pre-training: …``, ``failed in replay: …``."""
         if self.diverged and self.stage == "replay" and self.batch is not None:
@@ -152,19 +175,24 @@ def to_run(manifest: dict[str, Any], batches: pl.DataFrame, folder: Path) -> Run
         raise MelonbenchError(f"run in {folder} cannot be reported: its manifest lacks {', '.join(missing)}")
     config = manifest["config"]
     strategy = manifest.get("strategy", {})
+    reference = is_reference(config["model"])
+    label = strategy.get("label", config["strategy"])
+    if reference:
+        label = MODELS[config["model"]].describe(config.get("pretrain") or {})  # type: ignore[attr-defined]
     return Run(
         run_id=manifest["run_id"],
         dataset=config["dataset"],
         setting=setting_label(config["dataset"], config["protocol"], config["split"]),
         model=config["model"],
         strategy=config["strategy"],
-        label=strategy.get("label", config["strategy"]),
+        label=label,
         seed=int(config["seed"]),
         split=config["split"],
         device=_get(manifest, ("device", "name")) or "unknown device",
         batches=batches,
         manifest=manifest,
         folder=folder,
+        reference=reference,
     )
 
 
@@ -181,7 +209,11 @@ def to_failure(record: dict[str, Any], folder: Path) -> Failure:
         setting=setting_label(config["dataset"], config["protocol"], config["split"]),
         model=config["model"],
         strategy=config["strategy"],
-        label=_get(record, ("strategy", "label")) or config["strategy"],
+        label=(
+            MODELS[config["model"]].describe(config.get("pretrain") or {})  # type: ignore[attr-defined]
+            if is_reference(config["model"])
+            else _get(record, ("strategy", "label")) or config["strategy"]
+        ),
         seed=int(config["seed"]),
         stage=str(record.get("stage", "?")),
         batch=record.get("batch"),

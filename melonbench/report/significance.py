@@ -1,9 +1,12 @@
 """Table 6: is a strategy's difference from Default (and MeLON's from every other strategy) real?
 
-Every comparison is tested two ways, both labelled in the table: a paired t-test over batches (the paper's
-style; pairs within a seed, pooled over seeds; batches are autocorrelated, so it is optimistic) and a paired
-t-test over seeds (run means). The moving-block bootstrap interval of the mean per-batch difference accounts for
-the autocorrelation. Holm's correction is applied across the whole table, separately for each unit.
+Every number of a comparison refers to one definition of a run's mean, the interaction-weighted mean over its test
+batches (as in the accuracy table): Δ is the difference of the two strategies' run means, averaged over seeds.
+It is tested two ways, both labelled in the table: a paired t-test over batches (the paper's style; pairs within a
+seed, weighted by interactions, pooled over seeds; batches are autocorrelated, so it is optimistic) and a paired
+t-test over seeds (run means). The interval is a two-stage bootstrap of Δ (seeds, then blocks of batches within each
+drawn seed), so it holds the seed-to-seed spread too. Holm's correction is applied across the whole table,
+separately for each unit. Reference rows (pop, recent-pop) are not compared: they share no checkpoint to pair on.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 
 from melonbench.report.model import RANKINGS, Cell, Table, fmt_p, model_label
 from melonbench.report.runs import Failure, Run, aligned
-from melonbench.report.stats import block_bootstrap_ci, block_length, holm, paired_ttest
+from melonbench.report.stats import block_length, holm, paired_ttest, seed_block_bootstrap_ci, weighted_ttest
 from melonbench.report.tables import group, labels_of, models_of, seeds_asked, settings_of, strategy_order
 
 METRICS = ("hr@5", "ndcg@5")
@@ -46,7 +49,9 @@ def significance(
     blocks = set()
     for setting in settings_of(runs):
         for model in models_of(runs):
-            names = strategy_order({s for (st, mo, s) in cells if st == setting and mo == model})
+            names = strategy_order(
+                {s for (st, mo, s) in cells if st == setting and mo == model and not cells[(st, mo, s)][0].reference}
+            )
             for a, b in comparisons(names):
                 by_seed_b = {r.seed: r for r in cells[(setting, model, b)]}
                 pairs = [(ra, by_seed_b[ra.seed]) for ra in cells[(setting, model, a)] if ra.seed in by_seed_b]
@@ -57,19 +62,19 @@ def significance(
                 blocks.add(block_length(min(len(sa[cols[0]]) for sa, _ in series)))
                 result = {}
                 for metric, col in zip(METRICS, cols, strict=True):
-                    xa = np.concatenate([sa[col] for sa, _ in series])
-                    xb = np.concatenate([sb[col] for _, sb in series])
-                    per_batch = paired_ttest(xa, xb)
+                    diffs = [sa[col] - sb[col] for sa, sb in series]
+                    # aligned() checked that both runs have the same batches, hence the same interactions per batch
+                    weights = [ra.weights(col) for ra, _ in pairs]
                     per_seed = paired_ttest([ra.mean(col) for ra, _ in pairs], [rb.mean(col) for _, rb in pairs])
-                    ci = block_bootstrap_ci(
-                        [sa[col] - sb[col] for sa, sb in series], seed=bootstrap_seed, n_boot=n_boot
-                    )
-                    result[metric] = (per_batch, per_seed, ci)
-                lines.append((setting, model, a, b, len(pairs), len(xa), result))
+                    # each seed's batches weigh n_b / N_seed: every seed counts once, so the mean is Δ
+                    per_batch = weighted_ttest(np.concatenate(diffs), np.concatenate([w / w.sum() for w in weights]))
+                    ci = seed_block_bootstrap_ci(diffs, weights, seed=bootstrap_seed, n_boot=n_boot)
+                    result[metric] = (per_seed.mean_diff, per_batch, per_seed, ci)
+                lines.append((setting, model, a, b, len(pairs), sum(len(d) for d in diffs), result))
     if not lines:
         return None
-    adj_batch = iter(holm([ln[6][m][0].pvalue for ln in lines for m in METRICS]))
-    adj_seed = iter(holm([ln[6][m][1].pvalue for ln in lines for m in METRICS]))
+    adj_batch = iter(holm([ln[6][m][1].pvalue for ln in lines for m in METRICS]))
+    adj_seed = iter(holm([ln[6][m][2].pvalue for ln in lines for m in METRICS]))
     rows = []
     for setting, model, a, b, n_seeds, n_batches, result in lines:
         row = [
@@ -80,10 +85,10 @@ def significance(
             Cell(str(n_batches)),
         ]
         for metric in METRICS:
-            per_batch, _, (lo, hi) = result[metric]
+            delta, _, _, (lo, hi) = result[metric]
             ci = "n/a" if math.isnan(lo) else f"[{lo:+.4f}, {hi:+.4f}]"
             row += [
-                Cell(f"{per_batch.mean_diff:+.4f}"),
+                Cell(f"{delta:+.4f}"),
                 Cell(fmt_p(next(adj_batch))),
                 Cell(fmt_p(next(adj_seed))),
                 Cell(ci),
@@ -105,9 +110,12 @@ def significance(
         rows=tuple(rows),
         label_columns=3,
         notes=(
-            "Δ: mean per-batch difference (first − second) over every paired test batch of every seed.",
-            "p (batch): paired t-test over batches, pairs within a seed, pooled over seeds (the paper's unit; "
-            "consecutive batches are autocorrelated, so this p-value is optimistic).",
+            "A run's mean is its interaction-weighted mean over its test batches (as in the accuracy table); Δ, both "
+            "tests and the interval all refer to it.",
+            "Δ: first − second, the difference of the two run means averaged over seeds.",
+            "p (batch): paired t-test over batches, weighted by interactions (each seed's batches together weigh as "
+            "much as one seed, so its mean is Δ), pooled over seeds (the paper's unit; consecutive batches are "
+            "autocorrelated, so this p-value is optimistic).",
             "p (seed): paired t-test over seeds of each run's mean (n = seeds).",
             *(
                 ("Seeds k/n: both runs finished on k of the n seeds (the others failed or are missing).",)
@@ -116,7 +124,8 @@ def significance(
             ),
             "n/a: fewer than two pairs, or differences without variation (the t statistic is undefined).",
             "Both p columns are Holm-adjusted across this table (one family per unit: every comparison × metric).",
-            f"95% CI: moving-block bootstrap of the mean per-batch difference, blocks of {block_text} consecutive "
-            f"batches resampled within each seed, {n_boot} replicates, seed {bootstrap_seed}.",
+            f"95% CI: two-stage bootstrap of Δ: seeds drawn with replacement, then within each drawn seed blocks of "
+            f"{block_text} consecutive batches; {n_boot} replicates, seed {bootstrap_seed}. It includes the "
+            "seed-to-seed spread (with one seed: that seed's block bootstrap).",
         ),
     )

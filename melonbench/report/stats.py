@@ -194,60 +194,6 @@ def seed_block_bootstrap_ci(
     return float(lo), float(hi)
 
 
-def block_bootstrap_ci(
-    diffs: Sequence[np.ndarray],
-    *,
-    seed: int = 0,
-    n_boot: int = 2000,
-    level: float = 0.95,
-    block: int | None = None,
-) -> tuple[float, float]:
-    """Percentile interval of the mean per-batch difference by a moving-block bootstrap, stratified by seed.
-
-    Parameters
-    ----------
-    diffs : sequence of 1-D arrays
-        One series of per-batch differences (A − B) per seed, in batch order.
-    seed : int
-        Seed of the resampling generator (numpy PCG64): the same inputs and seed give the same interval.
-    n_boot : int
-        Bootstrap replicates.
-    level : float
-        Coverage of the two-sided interval.
-    block : int, optional
-        Block length; default :func:`block_length` of the shortest series.
-
-    Returns
-    -------
-    tuple[float, float]
-        ``(low, high)``; NaNs when there is nothing to resample.
-
-    Notes
-    -----
-    Each replicate rebuilds every seed's series from blocks of ``block`` consecutive batches whose starts are
-    drawn uniformly (with replacement), truncated to the series' length, and takes the mean over all resampled
-    batches of all seeds (every batch weighs the same, as in the per-batch t-test).
-    """
-    series = [np.asarray(d, dtype=float) for d in diffs if len(d)]
-    if not series:
-        return math.nan, math.nan
-    b = block or block_length(min(s.size for s in series))
-    rng = np.random.Generator(np.random.PCG64(seed))
-    total = np.zeros(n_boot)
-    count = 0
-    for s in series:
-        size = min(b, s.size)
-        n_blocks = math.ceil(s.size / size)
-        starts = rng.integers(0, s.size - size + 1, size=(n_boot, n_blocks))  # [n_boot, n_blocks]
-        idx = (starts[:, :, None] + np.arange(size)).reshape(n_boot, -1)[:, : s.size]  # [n_boot, len(s)]
-        total += s[idx].sum(axis=1)
-        count += s.size
-    means = total / count
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
-
-
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm's step-down adjustment of a family of p-values (NaNs are left out of the family and stay NaN).
 

@@ -4,12 +4,15 @@ Each builder takes the loaded runs (and the failed ones) and returns a :class:`~
 cell's value is the mean over seeds of each run's interaction-weighted mean over its reported split, ± the standard
 error over seeds. A cell that stands on fewer seeds than its setting's (every seed with a finished or failed run)
 says how many, ``(k/n)``; a cell whose every run failed says ``failed``; :func:`failed_runs` lists each failure.
+A reference recommender without learning (``pop``, ``recent-pop``) is one row, shown beside the strategies of every
+learned model of its setting.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -39,11 +42,32 @@ Cells = dict[tuple[str, str, str], list[Run]]
 Units = Sequence[Run | Failure]
 
 
-def group(runs: list[Run]) -> Cells:
-    """Runs by (setting, model, strategy), each list sorted by seed."""
+def _learned(units: Units) -> dict[str, list[str]]:
+    """Per setting, its learned models (the column groups a reference row stands under)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for unit in units:
+        if not unit.reference:
+            out[unit.setting].add(unit.model)
+    return {setting: sorted(models) for setting, models in out.items()}
+
+
+def _columns(unit: Run | Failure, learned: dict[str, list[str]]) -> list[str]:
+    """The models a run is filed under: its own, or for a reference every learned model of its setting (``""``
+    when the setting has none)."""
+    return [unit.model] if not unit.reference else learned.get(unit.setting) or [""]
+
+
+def group(runs: list[Run], failures: Sequence[Failure] = ()) -> Cells:
+    """Runs by (setting, model, row), each list sorted by seed; row = the strategy, or a reference's name.
+
+    A reference run is filed under every learned model of its setting (finished or failed; under model ``""`` when
+    the setting has none), so that its row stands beside each model's strategies.
+    """
     out: Cells = defaultdict(list)
+    learned = _learned([*runs, *failures])
     for run in sorted(runs, key=lambda r: r.seed):
-        out[(run.setting, run.model, run.strategy)].append(run)
+        for model in _columns(run, learned):
+            out[(run.setting, model, run.row)].append(run)
     return dict(out)
 
 
@@ -52,13 +76,16 @@ def settings_of(runs: Units) -> list[str]:
 
 
 def models_of(runs: Units) -> list[str]:
+    """The learned models (column groups), in registry order; ``""`` too when a setting has only references."""
     known = list(MODELS)
-    return sorted({r.model for r in runs}, key=lambda m: (known.index(m) if m in known else len(known), m))
+    learned = _learned(runs)
+    models = {m for unit in runs for m in _columns(unit, learned)}
+    return sorted(models, key=lambda m: (known.index(m) if m in known else len(known), m))
 
 
 def labels_of(runs: Units) -> dict[str, str]:
-    """Display label per strategy: the registry's, else the one stored in the run's manifest."""
-    return {r.strategy: strategy_label(r.strategy, r.label) for r in runs}
+    """Display label per row: the registry's strategy label, else the one stored with the run (a reference's own)."""
+    return {r.row: strategy_label(r.row, r.label) if not r.reference else r.label for r in runs}
 
 
 def seeds_asked(runs: Units) -> dict[str, int]:
@@ -69,22 +96,24 @@ def seeds_asked(runs: Units) -> dict[str, int]:
     return {setting: len(s) for setting, s in seeds.items()}
 
 
-def failed_cells(failures: Sequence[Failure]) -> set[tuple[str, str, str]]:
-    return {(f.setting, f.model, f.strategy) for f in failures}
+def failed_cells(failures: Sequence[Failure], runs: Sequence[Run] = ()) -> set[tuple[str, str, str]]:
+    learned = _learned([*runs, *failures])
+    return {(f.setting, model, f.row) for f in failures for model in _columns(f, learned)}
 
 
 def short_of_seeds(runs: list[Run], failures: Sequence[Failure] = ()) -> bool:
     """Whether some attempted cell stands on fewer seeds than its setting has (the header must not claim them all)."""
-    cells, asked = group(runs), seeds_asked([*runs, *failures])
-    attempted = set(cells) | failed_cells(failures)
+    cells, asked = group(runs, failures), seeds_asked([*runs, *failures])
+    attempted = set(cells) | failed_cells(failures, runs)
     return any(len(cells.get(key, ())) < asked[key[0]] for key in attempted)
 
 
 def metric_ks(runs: list[Run], ranking: str) -> list[int]:
     """The cut-offs every run has for ``ranking`` (5, 10, 20 unless runs were made with other ``--k``)."""
+    pattern = re.compile(rf"{ranking}_hr@(\d+)")
     common = None
     for run in runs:
-        ks = {int(c.split("@")[1]) for c in run.batches.columns if c.startswith(f"{ranking}_hr@")}
+        ks = {int(m.group(1)) for c in run.batches.columns if (m := pattern.fullmatch(c))}
         common = ks if common is None else common & ks
     return sorted(common or ())
 
@@ -93,22 +122,35 @@ def seed_stat(cell: list[Run], column: str) -> tuple[float, float]:
     return mean_se([r.mean(column) for r in cell])
 
 
-def accuracy(runs: list[Run], ranking: str, failures: Sequence[Failure] = ()) -> Table:
-    """Table 2: rows = setting × strategy, columns = model × {HR, NDCG} × k; best bold, second underlined."""
+ACCURACY_GROUPS = {"": "all interactions", "warm_item": "warm-item interactions"}
+
+
+def accuracy(runs: list[Run], ranking: str, failures: Sequence[Failure] = (), interactions: str = "") -> Table:
+    """Table 2: rows = setting × strategy (references last), columns = model × {HR, NDCG} × k; best bold, second
+    underlined among every row of a setting.
+
+    Parameters
+    ----------
+    interactions : {"", "warm_item"}
+        ``""``: over all interactions (the headline); ``warm_item``: over the interactions whose positive item
+        occurred before its batch (columns ``{metric}_warm_item``, weighted by ``n_warm_item``).
+    """
     units = [*runs, *failures]
-    cells, labels, models = group(runs), labels_of(units), models_of(units)
-    failed, asked = failed_cells(failures), seeds_asked(units)
+    cells, labels, models = group(runs, failures), labels_of(units), models_of(units)
+    failed, asked = failed_cells(failures, runs), seeds_asked(units)
     ks = metric_ks(runs, ranking)
     metrics = [(m, k) for m in ("hr", "ndcg") for k in ks]
+    suffix = f"_{interactions}" if interactions else ""
     rows: list[tuple[Cell, ...]] = []
     na_notes: set[str] = set()
     missing = short = all_failed = False
+    references = ", ".join(sorted({r.label for r in units if r.reference}))
     for setting in settings_of(units):
-        names = strategy_order({s for (st, _, s) in {*cells, *failed} if st == setting and s not in ABLATION[:2]})
+        names = strategy_order({s for (st, _, s) in {*cells, *failed} if st == setting})
         columns: list[list[Cell]] = []
         for model in models:
             for m, k in metrics:
-                col = f"{ranking}_{m}@{k}"
+                col = f"{ranking}_{m}@{k}{suffix}"
                 stats = [
                     seed_stat(cells[(setting, model, s)], col) if (setting, model, s) in cells else None for s in names
                 ]
@@ -131,17 +173,35 @@ def accuracy(runs: list[Run], ranking: str, failures: Sequence[Failure] = ()) ->
         for i, name in enumerate(names):
             rows.append((Cell(setting if i == 0 else ""), Cell(labels[name]), *(c[i] for c in columns)))
     header = tuple(f"{m.upper() if m == 'hr' else 'NDCG'}@{k}" for m, k in metrics) * len(models)
+    over = "each run's mean over its test batches (interaction-weighted)"
+    if interactions:
+        over = (
+            "each run's mean over the test interactions whose positive item occurred before its batch (in the "
+            "pre-training part or an earlier online batch; weighted by their number per batch)"
+        )
     notes = (
-        "Mean over seeds of each run's mean over its test batches (interaction-weighted) ± standard error over "
-        "seeds; best in bold, second underlined (per dataset and column).",
+        f"Mean over seeds of {over} ± standard error over seeds.",
+        "Best in bold, second underlined, per dataset and column among every row shown: reference rows and "
+        "MeLON's ablation variants included.",
+        *(
+            (
+                f"{references}: references without learning, scoring an item by its number of interactions so far "
+                "(Pop) or among the last W (Recent-pop); ties count against the positive, so an item without "
+                "interactions ranks below every other (docs/protocol.md).",
+            )
+            if references
+            else ()
+        ),
+        *(_group_sizes(runs) if interactions else ()),
         *(f"N/A: {why}." for why in sorted(na_notes)),
         *(("–: no finished runs.",) if missing else ()),
         *((SEEDS_NOTE,) if short else ()),
         *((FAILED_NOTE,) if all_failed else ()),
     )
+    headline = " (headline)" if not interactions else ""
     return Table(
-        key=f"accuracy-{ranking}",
-        title=f"Accuracy, {RANKINGS[ranking]}",
+        key=f"accuracy-{ranking}" + (f"-{interactions.replace('_', '-')}" if interactions else ""),
+        title=f"Accuracy, {RANKINGS[ranking]}, {ACCURACY_GROUPS[interactions]}{headline}",
         columns=("Dataset", "Strategy", *header),
         groups=(("", 2), *((model_label(m), len(metrics)) for m in models)),
         rows=tuple(rows),
@@ -149,10 +209,26 @@ def accuracy(runs: list[Run], ranking: str, failures: Sequence[Failure] = ()) ->
     )
 
 
+def _group_sizes(runs: list[Run]) -> tuple[str, ...]:
+    """How many test interactions each setting's warm-item table covers (the same for every run of a stream)."""
+    out = []
+    for setting in settings_of(runs):
+        part = next(r for r in runs if r.setting == setting).reported()
+        warm, total = int(part["n_warm_item"].sum()), int(part["n"].sum())
+        share = f" ({100 * warm / total:.1f} %)" if total else ""
+        out.append(f"{setting}: {warm:,} of {total:,} test interactions are warm-item{share}.")
+    return tuple(out)
+
+
+def has_groups(runs: list[Run]) -> bool:
+    """Whether every run stores the warm/cold columns (runs made before they existed do not)."""
+    return all("n_warm_item" in r.batches.columns for r in runs)
+
+
 def ablation(runs: list[Run], ranking: str, failures: Sequence[Failure] = ()) -> Table | None:
     """Table 3: HR@5 of MeLON's one-directional variants and MeLON itself; None when none of them was run."""
     units = [*runs, *failures]
-    cells, failed, asked = group(runs), failed_cells(failures), seeds_asked(units)
+    cells, failed, asked = group(runs, failures), failed_cells(failures, runs), seeds_asked(units)
     present = [s for s in ABLATION if any(k[2] == s for k in {*cells, *failed})]
     if not present:
         return None
@@ -198,8 +274,8 @@ def ablation(runs: list[Run], ranking: str, failures: Sequence[Failure] = ()) ->
 def timing(runs: list[Run], failures: Sequence[Failure] = ()) -> tuple[Table, list[str]]:
     """Table 4: seconds per online batch (update median and 95th percentile, evaluation median) per model."""
     units = [*runs, *failures]
-    cells, labels, models = group(runs), labels_of(units), models_of(units)
-    failed, asked = failed_cells(failures), seeds_asked(units)
+    cells, labels, models = group(runs, failures), labels_of(units), models_of(units)
+    failed, asked = failed_cells(failures, runs), seeds_asked(units)
     rows, warnings, notes = [], [], set()
     for setting in settings_of(units):
         names = strategy_order({s for (st, _, s) in {*cells, *failed} if st == setting})
@@ -254,7 +330,7 @@ def agreement(
     Returns the table (None when no setting × model has two strategies) and one warning per disagreement. A
     strategy that stands on fewer seeds than its setting's is labelled with its count, e.g. ``MeLON (4/5)``.
     """
-    cells, asked, plain = group(runs), seeds_asked([*runs, *failures]), labels_of(runs)
+    cells, asked, plain = group(runs, failures), seeds_asked([*runs, *failures]), labels_of(runs)
     rows, warnings, short = [], [], False
     for setting in settings_of(runs):
         for model in models_of(runs):
