@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
+import requires
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -15,7 +15,7 @@ from melonbench.strategies.melon import fused as melon_fused  # noqa: E402
 
 
 def test_tiles_agree_with_dense_step_and_a_refused_tile_is_a_row(monkeypatch):
-    pytest.importorskip("triton")
+    requires.triton()
     seen = []  # the tile each fused call ran with
     apply = melon_fused.FusedDenseStep.apply
     monkeypatch.setattr(

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import requires
 import torch
 from tiny import online_batches, tiny_model, tiny_stream
 
@@ -25,8 +26,7 @@ from melonbench.strategies.melon.parts import DenseStep
 @pytest.fixture
 def interpreted(monkeypatch):
     """melon_fused, whose kernels conftest.py has Triton define for its interpreter, allowed on the CPU."""
-    triton = pytest.importorskip("triton")
-    assert triton.knobs.runtime.interpret
+    assert requires.triton().knobs.runtime.interpret
     monkeypatch.setattr(melon_fused, "DEVICES", ("cuda", "cpu"))
     return melon_fused
 
@@ -128,7 +128,7 @@ def test_fused_is_claimed_only_where_it_runs(interpreted, name, model, settings,
 
 
 def test_fused_kernels_need_an_ampere_or_later_gpu(monkeypatch):
-    pytest.importorskip("triton")
+    requires.triton()
     cuda = torch.device("cuda")  # only its capability is asked, patched here: no GPU needed
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # T4: never compiled for
     assert not melon_fused.available(cuda, 16)
@@ -147,7 +147,7 @@ def test_fused_asked_for_on_cuda_where_it_cannot_run_warns(monkeypatch):
 def test_fused_kernels_compile_for_hopper_and_ampere(tmp_path):
     # the interpreter runs Python, so it cannot tell whether the kernels compile: compile them for sm_90 and sm_80
     # in a process without TRITON_INTERPRET, into a fresh cache (a cached kernel would not be compiled again)
-    pytest.importorskip("triton")
+    requires.triton()
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"TRITON_CACHE_DIR": str(tmp_path)}
     code = (
         "from melonbench.strategies.melon import fused as f\n"
@@ -160,3 +160,13 @@ def test_fused_kernels_compile_for_hopper_and_ampere(tmp_path):
     assert proc.stdout.count(f"TILED={not melon_fused.TILED}") == 2
     if "registers" in proc.stdout:  # with Triton's cuobjdump: registers and stack bytes of each of the 9 kernels
         assert proc.stdout.count(" registers, ") == 9
+
+
+def test_a_missing_triton_fails_where_the_dev_extra_installs_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton", None)  # import triton now raises ImportError
+    with pytest.raises(pytest.fail.Exception, match="Triton is not installed, but the dev extra installs it"):
+        requires.triton("linux", "x86_64")
+    with pytest.raises(pytest.skip.Exception, match="Linux x86-64 only, not darwin arm64"):
+        requires.triton("darwin", "arm64")
+    with pytest.raises(pytest.skip.Exception):
+        requires.triton("linux", "aarch64")
