@@ -205,6 +205,8 @@ def run(
     from melonbench.pipeline.progress import RichHooks
     from melonbench.strategies import default_strategy
 
+    if seeds is not None and seeds < 1:
+        raise MelonbenchError(f"--seeds must be at least 1 (it runs seeds 0..N-1), got {seeds}")
     params = _parse_params(set_)
     strategy = strategy or default_strategy(model)
     if sparse_updates:

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from melonbench.cli import app
 from melonbench.core.config import PretrainConfig, RunConfig
+from melonbench.core.errors import MelonbenchError
 from melonbench.pipeline import experiment
 from melonbench.pipeline.experiment import RunResult
 
@@ -102,6 +103,13 @@ def test_every_option_reaches_run_config(captured, tmp_path):
     assert captured == [(expected, tmp_path)]
 
 
+def test_help_lists_every_option():
+    # typer before 0.15.4 allowed click 8.2, under which --help raised (one reason for pyproject's lower bound)
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert all(option in result.output for option in ("--checkpoint-every", "--seeds", "--warmup", "--capture-lr"))
+
+
 def test_seeds_runs_seeds_zero_to_n_minus_one(captured):
     result = runner.invoke(app, ["run", "--seeds", "3", "--seed", "9"])
     assert result.exit_code == 0, result.output
@@ -119,18 +127,47 @@ def test_seeds_runs_seeds_zero_to_n_minus_one(captured):
         (["--set", "lr=fast"], "setting 'lr' expects float"),
         (["--protocol", "sampled"], "--protocol must be leakfree or paper"),
         (["--strategy", "frozen", "--sparse-updates"], "--sparse-updates does not apply to 'frozen'"),
+        (["--checkpoint-every", "0"], "--checkpoint-every must be at least 1, got 0"),
+        (["--seeds", "0"], "--seeds must be at least 1 (it runs seeds 0..N-1), got 0"),
+        (["--seeds", "-1"], "--seeds must be at least 1 (it runs seeds 0..N-1), got -1"),
+        (["--epochs", "0"], "--epochs must be at least 1, got 0 (the online replay starts from a pre-trained model)"),
+        (["--patience", "0"], "--patience must be at least 1, got 0"),
+        (["--lr", "0"], "--lr must be positive, got 0.0"),
+        (["--weight-decay", "-1"], "--weight-decay must be zero or positive, got -1.0"),
+        (["--warmup", "-1"], "--warmup must be at least 0, got -1"),
+        (["--capture-lr", "-2"], "--capture-lr must be at least 0, got -2 (0 turns capture off)"),
+        (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["--negatives", "0"], "--negatives must be at least 1, got 0"),
+        (["--k", "0"], "every cut-off k must be at least 1, got 0, 5, 10, 20"),
     ],
 )
 def test_bad_options_fail_before_any_work(captured, args, message):
     result = runner.invoke(app, ["run", *args])
     assert result.exit_code != 0
+    assert isinstance(result.exception, MelonbenchError)
     assert message in str(result.exception)
     assert captured == []
 
 
-def test_a_real_end_to_end_run_from_nothing_prints_a_summary(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "-1"], "--epochs must be at least 1, got -1"),
+        (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+        (["--patience", "0"], "--patience must be at least 1, got 0"),
+    ],
+)
+def test_bad_pretrain_options_fail_before_any_work(monkeypatch, args, message):
+    calls = []
+    monkeypatch.setattr(experiment, "pretrain_only", lambda *a, **k: calls.append(a))
+    result = runner.invoke(app, ["pretrain", *args])
+    assert isinstance(result.exception, MelonbenchError) and message in str(result.exception)
+    assert calls == []
+
+
+def test_a_real_end_to_end_run_from_nothing_prints_a_summary(tmp_path, melonbench_home):
     # No `prepare`: the synthetic default is generated on demand; pre-training (2 epochs) happens on demand too.
-    monkeypatch.undo()  # the real engine, not a patched one
+    # The real engine (this test does not ask for `captured`), in the per-test store.
     result = runner.invoke(app, ["run", "--epochs", "2", "--results", str(tmp_path)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "online replay" in result.output and "default / bpr / 0" in result.output
@@ -140,5 +177,9 @@ def test_a_real_end_to_end_run_from_nothing_prints_a_summary(tmp_path, monkeypat
     rows = pl.read_parquet(run_dir / "batches.parquet")
     assert set(rows["split"].unique()) == {"validation", "test"}
     assert rows["batch"].to_list() == list(range(rows.height))
-    again = runner.invoke(app, ["run", "--epochs", "2", "--results", str(tmp_path)], env={"COLUMNS": "200"})
+    # What does not change a result is not part of the run's identity: the same run, already complete
+    neutral = ["--checkpoint-every", "7", "--warmup", "0", "--set", "lr=1e-3"]
+    again = runner.invoke(app, ["run", "--epochs", "2", "--results", str(tmp_path), *neutral], env={"COLUMNS": "200"})
     assert "already complete" in again.output
+    assert [p.name for p in tmp_path.iterdir()] == [run_dir.name]
+    assert {p.name for p in melonbench_home.iterdir()} >= {"datasets", "checkpoints"}  # made here, not elsewhere

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import subprocess
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +29,7 @@ from melonbench.pipeline.pretrain import load_or_pretrain
 from melonbench.strategies.base import Strategy
 
 PRETRAIN = PretrainConfig(epochs=3, patience=3)
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,16 +184,29 @@ def test_an_interrupted_run_resumes_to_the_identical_result(in_grocery, tmp_path
     with pytest.raises(KeyboardInterrupt):
         # Raises at the flush after batch 30, i.e. after the checkpoint at batch 20.
         run_experiment(config, tmp_path / "b", Interrupt(after=25))
-    resumed = run_experiment(config, tmp_path / "b")
-    assert resumed.status == "resumed" and resumed.manifest["resumed_from_batch"] == 20
-    timing = ["eval_s", "update_s", "warmup"]
-    a = pl.read_parquet(whole.path / "batches.parquet").drop(timing)
-    b = pl.read_parquet(resumed.path / "batches.parquet").drop(timing)
-    assert a.equals(b)
-    warm = pl.read_parquet(resumed.path / "batches.parquet")["warmup"].to_list()
-    assert [i for i, w in enumerate(warm) if w] == [0, 1, 2, 20, 21, 22]  # each process warms up (--warmup 3)
-    again = run_experiment(config, tmp_path / "b")
-    assert again.status == "already complete"
+    # Another checkpoint interval and warm-up are the same run (neither changes a result): it resumes, and keeps
+    # the warm-up flags it started with.
+    resumed = run_experiment(dataclasses.replace(config, checkpoint_every=7, warmup=5), tmp_path / "b")
+    assert resumed.run_id == whole.run_id and resumed.status == "resumed"
+    assert resumed.manifest["resumed_from_batch"] == 20 and resumed.manifest["resumed_at"] == [20]
+    assert resumed.manifest["config"]["warmup"] == 3
+    timing = ["eval_s", "update_s"]
+    a = pl.read_parquet(whole.path / "batches.parquet")
+    b = pl.read_parquet(resumed.path / "batches.parquet")
+    assert a.drop(timing).equals(b.drop(timing))  # the warm-up flags included
+    assert [i for i, w in enumerate(b["warmup"].to_list()) if w] == [0, 1, 2]  # the run's first 3 batches
+    # ... while the timing medians also leave out the 3 batches the resumed process warmed up on
+    kept = b.filter(~pl.col("batch").is_in([0, 1, 2, 20, 21, 22]))
+    assert resumed.manifest["summary"]["median_update_s"] == float(np.median(kept["update_s"].to_numpy()))
+    assert whole.manifest["summary"]["median_update_s"] == float(np.median(a["update_s"].to_numpy()[3:]))
+    same = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "same_metrics.py"), str(whole.path), str(resumed.path)],
+        capture_output=True,
+        text=True,
+    )
+    assert same.returncode == 0 and "bit-identical: True" in same.stdout, same.stdout + same.stderr
+    for neutral in (config, dataclasses.replace(config, checkpoint_every=1, warmup=0)):
+        assert run_experiment(neutral, tmp_path / "b").status == "already complete"
 
 
 def test_cold_users_per_batch_are_the_distinct_users_unseen_in_pretraining(in_grocery, tmp_path):

@@ -557,6 +557,48 @@ def test_two_runs_of_one_cell_are_refused(tmp_path, registry):
         load_runs(root)
 
 
+def _copy_run(root: Path, source: str, name: str, **config) -> dict:
+    """A second folder holding ``source``'s run under another run id, its config changed by ``config``."""
+    folder = root / name
+    folder.mkdir()
+    manifest = json.loads((root / source / "manifest.json").read_text())
+    manifest["run_id"] = name
+    manifest["config"].update(config)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "batches.parquet").write_bytes((root / source / "batches.parquet").read_bytes())
+    return manifest
+
+
+def test_two_runs_differing_only_in_result_neutral_settings_are_one_experiment(tmp_path, registry):
+    # as an older melonbench stored them: --checkpoint-every and --warmup were part of the run id
+    root = tmp_path / "results"
+    first = write_run(root, "bpr", "default", 0, config__checkpoint_every=50, config__warmup=3)
+    _copy_run(root, first, "toy_bpr_default_seed0_zz", checkpoint_every=7, warmup=0)
+    (run,) = load_runs(root)
+    assert run.run_id == first  # the run id that sorts first
+    _copy_run(root, first, "toy_bpr_default_seed0_zzz", checkpoint_every=7, batch_size=128)
+    with pytest.raises(MelonbenchError, match=r"config differs in: batch_size\)"):
+        load_runs(root)
+
+
+def test_two_runs_from_other_code_versions_are_refused_naming_it(tmp_path, registry):
+    root = tmp_path / "results"
+    first = write_run(root, "bpr", "default", 0, versions={"melonbench": "0.1.0"})
+    manifest = _copy_run(root, first, "toy_bpr_default_seed0_new")
+    manifest["versions"]["melonbench"] = "0.2.0"
+    (root / "toy_bpr_default_seed0_new" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MelonbenchError, match=r"config differs in: code version\)"):
+        load_runs(root)
+
+
+def test_timing_leaves_out_the_warm_up_of_the_run_and_of_each_resumed_process(tmp_path, registry):
+    root = tmp_path / "results"
+    write_run(root, "bpr", "default", 0, config__warmup=2, resumed_at=[5, 9])
+    (run,) = load_runs(root)
+    # flagged: batches 0 and 1 (batch < 2); after the resumes at 5 and 9: 5, 6 and 9, 10
+    assert run.timed()["batch"].to_list() == [2, 3, 4, 7, 8, 11]
+
+
 def test_bad_options_are_refused(store, tmp_path):
     with pytest.raises(MelonbenchError, match="--protocol must be full, sampled or both"):
         make_report(ReportOptions(results=store, protocol="paper"))

@@ -95,3 +95,19 @@ def test_non_finite_loss_stops_the_run_with_the_batch_index_and_keeps_the_checkp
     import polars as pl
 
     assert pl.read_parquet(folder / "partial.parquet")["batch"].to_list() == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: RunConfig(checkpoint_every=0), "--checkpoint-every must be at least 1, got 0"),
+        (lambda: RunConfig(warmup=-1), "--warmup must be at least 0, got -1"),
+        (lambda: PretrainConfig(epochs=0), "--epochs must be at least 1, got 0"),
+        (lambda: PretrainConfig(lr=float("nan")), "--lr must be positive, got nan"),
+        (lambda: RunConfig(pretrain=PretrainConfig(patience=0)), "--patience must be at least 1, got 0"),
+    ],
+)
+def test_library_callers_get_the_cli_s_errors_when_the_config_is_made(make, message):
+    with pytest.raises(MelonbenchError) as err:
+        make()
+    assert str(err.value).startswith(message)

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from melonbench.core.errors import MelonbenchError
+
 CoreMode = Literal["single", "iterative"]
 Dedupe = Literal["first", "keep"]
 
@@ -92,6 +94,11 @@ def config_hash(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _at_least(option: str, value: int, low: int, why: str = "") -> None:
+    if value < low:
+        raise MelonbenchError(f"{option} must be at least {low}, got {value}" + (f" ({why})" if why else ""))
+
+
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
     """Offline pre-training of a recommender on the pre-training part.
@@ -118,6 +125,18 @@ class PretrainConfig:
     dim: int = 64
     window: int = dataclasses.field(default=256, metadata=HASH_OMITS_DEFAULT)
 
+    def __post_init__(self) -> None:
+        # At least one epoch: the protocol replays a pre-trained model, and an untrained one stored as a checkpoint
+        # (and its runs stored as normal runs) would be taken for one.
+        _at_least("--epochs", self.epochs, 1, "the online replay starts from a pre-trained model")
+        _at_least("--patience", self.patience, 1)
+        _at_least("pre-training batch size", self.batch_size, 1)
+        _at_least("embedding size", self.dim, 1)
+        if not self.lr > 0:  # also refuses NaN
+            raise MelonbenchError(f"--lr must be positive, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise MelonbenchError(f"--weight-decay must be zero or positive, got {self.weight_decay}")
+
 
 Protocol = Literal["leakfree", "paper"]
 Split = Literal["validation", "test"]
@@ -126,6 +145,16 @@ Split = Literal["validation", "test"]
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """One online replay: (dataset, model, strategy, seed) plus the protocol settings.
+
+    A run's identity (its run id, and what ``report`` compares to tell two runs apart) is made of exactly the
+    fields that can change its stored results: every field except those in :data:`RESULT_NEUTRAL`
+    (``checkpoint_every``: how often state is saved, never what is computed; ``warmup``: which batches the timing
+    summaries leave out, a flag beside the results). The device enters as its resolved type (``auto`` on a GPU
+    machine is ``cuda``), the strategy's settings as its resolved config (``lr=0.01`` and ``lr=1e-2`` are one run),
+    and the code version is added. ``capture_lr_every`` stays in: a capturing run stores more (the ``lr/``
+    matrices and an ``lr_rank`` column) and runs its step outside CUDA graphs. Where results are written and how
+    progress is shown are not fields at all. Changing a result-neutral field of a finished run gives "already
+    complete"; of an interrupted one, resumes it.
 
     Attributes
     ----------
@@ -147,7 +176,9 @@ class RunConfig:
     ks : tuple[int, ...]
         Cut-offs for HR@k and NDCG@k.
     warmup : int
-        The first ``warmup`` batches are flagged in the timing (not dropped).
+        The first ``warmup`` batches of the run are flagged as timing warm-up (kept, and left out of the timing
+        medians). Fixed when the run starts: a resumed run keeps its flags, and the first ``warmup`` batches
+        after each resume are left out of the medians too (see docs/protocol.md, "Timing").
     strategy_params : tuple[tuple[str, str], ...]
         ``--set key=value`` overrides of the strategy's config fields.
     pretrain : PretrainConfig
@@ -174,3 +205,22 @@ class RunConfig:
     pretrain: PretrainConfig = PretrainConfig()
     checkpoint_every: int = 50
     capture_lr_every: int = 0
+
+    def __post_init__(self) -> None:
+        _at_least("--batch-size", self.batch_size, 1)
+        _at_least("--negatives", self.n_negatives, 1)
+        if not self.ks or min(self.ks) < 1:
+            raise MelonbenchError(f"every cut-off k must be at least 1, got {', '.join(map(str, self.ks)) or 'none'}")
+        _at_least("--warmup", self.warmup, 0)
+        _at_least("--checkpoint-every", self.checkpoint_every, 1)
+        _at_least("--capture-lr", self.capture_lr_every, 0, "0 turns capture off")
+
+
+RESULT_NEUTRAL = ("checkpoint_every", "warmup")
+"""RunConfig fields that cannot change a run's stored results, left out of its identity (see ``RunConfig``)."""
+
+
+def run_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's JSON config (``to_jsonable(RunConfig)``, or a manifest's ``config``) without the result-neutral
+    fields: two runs with equal identities (and code versions) compute the same results."""
+    return {k: v for k, v in config.items() if k not in RESULT_NEUTRAL}

@@ -39,3 +39,7 @@ class CheckpointError(MelonbenchError):
 
 class DivergenceError(MelonbenchError):
     """Training produced a non-finite loss."""
+
+
+class StoreError(MelonbenchError):
+    """The store (``$MELONBENCH_HOME``) or a result folder cannot be written: read-only, a file, no space."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -77,3 +77,13 @@ def reset_peak_memory(device: torch.device | str) -> None:
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+
+
+def untimed_batches(warmup: int, resumed_at: Sequence[int] = ()) -> set[int]:
+    """Batches left out of the timing medians: the first ``warmup`` of the run and of each resumed process.
+
+    A run flags its own first ``warmup`` batches in its rows (the ``warmup`` column, the same whether or not it was
+    interrupted, so a resumed run's rows equal an uninterrupted one's); a process that resumed at batch ``r`` warms
+    up again (allocations, compilation, CUDA graph capture), so batches ``r … r + warmup − 1`` are left out too.
+    """
+    return {start + i for start in (0, *resumed_at) for i in range(warmup)}

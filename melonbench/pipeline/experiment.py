@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from melonbench import __version__
-from melonbench.core.config import PrepareOptions, PretrainConfig, RunConfig, config_hash, to_jsonable
+from melonbench.core.config import PrepareOptions, PretrainConfig, RunConfig, config_hash, run_identity, to_jsonable
 from melonbench.core.errors import DivergenceError, MelonbenchError, NotPreparedError
 from melonbench.core.registry import lookup
 from melonbench.data.prepare import prepare_dataset
@@ -36,11 +36,11 @@ from melonbench.online.history import History
 from melonbench.online.replay import BatchOutcome, replay, value_names
 from melonbench.online.seeding import generator
 from melonbench.online.stream import Stream, batch_spans
-from melonbench.online.timing import Stopwatch, device_name, peak_memory_bytes, reset_peak_memory
+from melonbench.online.timing import Stopwatch, device_name, peak_memory_bytes, reset_peak_memory, untimed_batches
 from melonbench.pipeline.meta_pretrain import load_or_train_meta
 from melonbench.pipeline.pretrain import Checkpoint, load_or_pretrain
 from melonbench.store.atomic import atomic_save_npy
-from melonbench.store.paths import results_dir
+from melonbench.store.paths import results_dir, writable, writable_home
 from melonbench.store.results import RunStore, git_commit
 from melonbench.strategies import build_strategy, check_compatible, get_strategy
 from melonbench.strategies.base import parse_config
@@ -119,7 +119,8 @@ def dataset_fingerprint(dataset: PreparedDataset) -> str:
 
 
 def validate(config: RunConfig) -> None:
-    """Every check that needs no data: names, compatibility, strategy settings, numbers."""
+    """Every check that needs no data: names, compatibility, strategy settings (numbers are checked when the
+    ``RunConfig`` is made)."""
     lookup("model", config.model, MODELS)
     check_compatible(config.strategy, config.model)
     parse_config(get_strategy(config.strategy).Config, config.strategy_params)
@@ -127,15 +128,21 @@ def validate(config: RunConfig) -> None:
         raise MelonbenchError(f"--protocol must be leakfree or paper, got '{config.protocol}'")
     if config.split not in ("validation", "test"):
         raise MelonbenchError(f"--split must be validation or test, got '{config.split}'")
-    if config.batch_size < 1 or config.n_negatives < 1 or not config.ks or min(config.ks) < 1:
-        raise MelonbenchError("batch size, number of negatives and every k must be positive")
     if config.pretrain.window < 1:
         raise MelonbenchError(f"--window must be at least 1, got {config.pretrain.window}")
 
 
 def run_id_for(config: RunConfig, fingerprint: str, device: torch.device) -> str:
-    """Readable prefix + hash of everything that determines the result (the device type included)."""
-    digest = config_hash(dataclasses.replace(config, device=device.type), fingerprint, __version__)
+    """Readable prefix + hash of the run's identity: what can change its results (``RunConfig``'s docstring).
+
+    The device enters as its type, the strategy settings as the strategy's resolved config; the result-neutral
+    fields (``checkpoint_every``, ``warmup``) are left out.
+    """
+    identity = run_identity(to_jsonable(dataclasses.replace(config, device=device.type)))
+    identity["strategy_params"] = to_jsonable(
+        parse_config(get_strategy(config.strategy).Config, config.strategy_params)
+    )
+    digest = config_hash(identity, fingerprint, __version__)
     c = config
     return f"{c.dataset}_{c.model}_{c.strategy}_seed{c.seed}_{c.protocol}_{c.split}_{digest[:10]}"
 
@@ -153,6 +160,7 @@ def pretrain_only(
     hooks = hooks or RunHooks()
     lookup("model", model, MODELS)
     device = resolve_device(device_name_)
+    writable_home()
     dataset = load_or_generate(dataset_name)
     with deterministic(device):
         stream = Stream.from_frame(dataset.interactions, device)
@@ -203,6 +211,8 @@ def attempt_experiment(
     hooks = hooks or RunHooks()
     validate(config)
     device = resolve_device(config.device)
+    writable_home()  # before any work: the dataset, negatives and checkpoint are written there
+    writable(results_root or results_dir(), "the result folder", "choose a writable folder with --results")
     attempt = _Attempt()
     try:
         with deterministic(device):
@@ -278,10 +288,15 @@ def _run(
         raise MelonbenchError(f"dataset '{config.dataset}' has no {' or '.join(splits)} interactions to replay")
     train_gen = generator(config.seed, "train-negatives", device)
     rows, state = store.load_progress()
+    warmup, resumed_at = config.warmup, []
     if state is not None:
         model.load_state_dict(state["model"])
         strategy.load_state_dict(state["strategy"])
         train_gen.set_state(state["train_rng"])
+        # The warm-up flags were fixed when the run started (warmup is not part of its identity, so a resume may
+        # be asked with another value); where each process started is kept for the timing medians.
+        warmup = int(state.get("warmup", warmup))
+        resumed_at = [*state.get("resumed_at", ()), len(rows)]
     done = len(rows)
     attempt.checkpoint = done if state is not None else 0
     history = History(
@@ -315,8 +330,8 @@ def _run(
                     else ""
                 )
                 raise DivergenceError(f"the loss became non-finite at online batch {outcome.index}{kept}")
-            # Warm-up counts from where this process started (a resumed run warms up again).
-            rows.append(_row(outcome, row, names, ts, outcome.index - done < config.warmup))
+            # The run's first batches, whatever the process: a resumed run's rows equal an uninterrupted one's.
+            rows.append(_row(outcome, row, names, ts, outcome.index < warmup))
             if strategy.capture_lr:
                 rows[-1]["lr_rank"] = ranks.get(outcome.index)
         pending.clear()
@@ -350,6 +365,8 @@ def _run(
                     "model": model.state_dict(),
                     "strategy": strategy.state_dict(),
                     "train_rng": train_gen.get_state(),
+                    "warmup": warmup,
+                    "resumed_at": resumed_at,
                 },
             )
             attempt.checkpoint = len(rows)
@@ -357,7 +374,7 @@ def _run(
     fused = getattr(strategy, "fused", False)  # whether a strategy's own GPU kernels ran (MeLON's fused_role)
     manifest = {
         "run_id": run_id,
-        "config": to_jsonable(config),
+        "config": to_jsonable(dataclasses.replace(config, warmup=warmup)),
         "strategy": {
             "name": config.strategy,
             "label": get_strategy(config.strategy).label,
@@ -389,8 +406,9 @@ def _run(
         },
         "git_commit": git_commit(),
         "resumed_from_batch": done if state is not None else None,
+        "resumed_at": resumed_at,  # the batch each resumed process started at (every resume, oldest first)
         "wall_s": time.perf_counter() - started,
-        "summary": summarise(rows, config.split),
+        "summary": summarise(rows, config.split, untimed_batches(warmup, resumed_at)),
     }
     store.finish(rows, manifest)
     return RunResult(run_id, store.path, "resumed" if state is not None else "finished", manifest)
@@ -439,16 +457,19 @@ def _row(outcome: BatchOutcome, values: np.ndarray, names: list[str], ts: np.nda
     return row
 
 
-def summarise(rows: list[dict[str, Any]], split: str) -> dict[str, float]:
+def summarise(rows: list[dict[str, Any]], split: str, untimed: set[int] | None = None) -> dict[str, float]:
     """The run's mean (:func:`~melonbench.online.groups.run_mean`, interaction-weighted) of every metric over the
-    reported split, the size of each warm/cold group, and median timings (warm-up excluded)."""
+    reported split, the size of each warm/cold group, and median timings.
+
+    The medians leave out the batches in ``untimed`` (default: those flagged ``warmup``), unless that is all of them.
+    """
     part = [r for r in rows if r["split"] == split]
     if not part:
         return {}
     keys = [k for k in part[0] if k.startswith(("sampled_", "full_"))] + ["loss"]
     out = {k: run_mean([r[k] for r in part], [r[weight_column(k)] for r in part]) for k in keys}
     out.update({count_column(g): float(sum(r[count_column(g)] for r in part)) for g in GROUPS})
-    timed = [r for r in rows if not r["warmup"]] or rows
+    timed = [r for r in rows if not (r["batch"] in untimed if untimed is not None else r["warmup"])] or rows
     out["median_eval_s"] = float(np.median([r["eval_s"] for r in timed]))
     out["median_update_s"] = float(np.median([r["update_s"] for r in timed]))
     out["batches"] = float(len(part))

@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from melonbench.core.config import run_identity
 from melonbench.core.errors import MelonbenchError
 from melonbench.models import MODELS, is_reference
 from melonbench.online.groups import run_mean, weight_column
+from melonbench.online.timing import untimed_batches
 from melonbench.store.results import read_failures, read_runs
 
 SPAN = ("batch", "start", "n")
@@ -84,8 +86,10 @@ class Run:
         return self.batches.filter(pl.col("split") == self.split).sort("batch")
 
     def timed(self) -> pl.DataFrame:
-        """Every replayed batch except the flagged timing warm-up (all of them if all are warm-up)."""
-        rest = self.batches.filter(~pl.col("warmup"))
+        """Every replayed batch except the timing warm-up (all of them if all are warm-up): the flagged batches,
+        and the first ``warmup`` after each resume (``online.timing.untimed_batches``)."""
+        resumed = untimed_batches(int(self.manifest["config"].get("warmup", 0)), self.manifest.get("resumed_at") or ())
+        rest = self.batches.filter(~pl.col("warmup") & ~pl.col("batch").is_in(sorted(resumed)))
         return rest if len(rest) else self.batches
 
     def mean(self, column: str) -> float:
@@ -267,8 +271,10 @@ def load_runs(root: Path, datasets: Iterable[str] = (), run_ids: set[str] | None
     Raises
     ------
     MelonbenchError
-        When nothing is found, or when two runs claim the same (setting, model, strategy, seed): the report would
-        otherwise have to pick one silently.
+        When nothing is found, or when two runs claim the same (setting, model, strategy, seed) with different
+        identities (:func:`identity`): the report would otherwise have to pick one silently. Two runs with the
+        same identity are one experiment stored twice (by an older melonbench, whose run ids also hashed the
+        result-neutral settings): the one whose run id sorts first is kept.
     """
     wanted = set(datasets)
     runs = [to_run(m, b, root / m.get("run_id", "?")) for m, b in read_runs(root)]
@@ -288,18 +294,30 @@ def load_runs(root: Path, datasets: Iterable[str] = (), run_ids: set[str] | None
         key = (run.setting, run.model, run.strategy, run.seed)
         if key in seen:
             other = seen[key]
-            diff = sorted(
-                k
-                for k in set(run.manifest["config"]) | set(other.manifest["config"])
-                if run.manifest["config"].get(k) != other.manifest["config"].get(k)
-            )
+            mine, theirs = identity(run.manifest), identity(other.manifest)
+            if mine == theirs:
+                continue  # runs come sorted by run id: the first is kept
+            diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
             raise MelonbenchError(
                 f"two runs of {run.setting}/{run.model}/{run.strategy} seed {run.seed} ({other.run_id}, {run.run_id}; "
-                f"config differs in: {', '.join(diff) or 'nothing but the code version'}): report them from separate "
-                "result folders"
+                f"config differs in: {', '.join(diff)}): report them from separate result folders"
             )
         seen[key] = run
-    return runs
+    return list(seen.values())
+
+
+def identity(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What makes a stored run's results (as ``pipeline.experiment.run_id_for`` hashes it): its config without the
+    result-neutral fields, the device type it ran on, the strategy's resolved config, the prepared data and the
+    code version."""
+    out = run_identity(manifest["config"])
+    out["device"] = _get(manifest, ("device", "type")) or out.get("device")
+    resolved = _get(manifest, ("strategy", "config"))
+    if resolved is not None:
+        out["strategy_params"] = resolved
+    out["dataset fingerprint"] = _get(manifest, ("dataset", "fingerprint"))
+    out["code version"] = _get(manifest, ("versions", "melonbench"))
+    return out
 
 
 def aligned(a: Run, b: Run, columns: Iterable[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
