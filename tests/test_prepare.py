@@ -11,7 +11,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+import zipfile
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -21,7 +23,7 @@ from typer.testing import CliRunner
 
 from melonbench.cli import app
 from melonbench.core.config import PrepareOptions
-from melonbench.core.errors import DataError, MelonbenchError, UnknownNameError
+from melonbench.core.errors import ChecksumError, DataError, MelonbenchError, UnknownNameError
 from melonbench.data import card as card_module
 from melonbench.data import prepare as prepare_module
 from melonbench.data.prepare import prepare_dataset
@@ -285,3 +287,93 @@ def test_without_input_the_registry_download_is_used(shared_data: Path, monkeypa
     info = prepare_dataset("movielens", PrepareOptions(sha256="ab" * 32, insecure=True), console=_quiet())
     assert calls == [("movielens", paths.downloads_dir(), "ab" * 32, True)]
     assert info.card["inputs"][0]["path"] == str(ratings) and info.card["interactions"] == 67898
+
+
+def _small_log(folder: Path, name: str = "log.csv") -> Path:
+    path = folder / name
+    path.write_text("u,i,t\n" + "".join(f"{n % 7},{n % 5},{1000 + n}\n" for n in range(200)))
+    return path
+
+
+def test_sha256_is_checked_for_form_and_against_the_input_file(tmp_path: Path) -> None:
+    log = _small_log(tmp_path)
+    actual = _sha256(log)
+    base = PrepareOptions(inputs=(log,), columns="u,i,t", name="log", core=1)
+
+    with pytest.raises(MelonbenchError, match=r"^--sha256 must be 64 hexadecimal digits, got 'abc'$"):
+        prepare_dataset("csv", replace(base, sha256="abc"), console=_quiet())
+    wrong = "0" * 64
+    with pytest.raises(ChecksumError) as err:
+        prepare_dataset("csv", replace(base, sha256=wrong), console=_quiet())
+    assert str(err.value) == f"{log} has sha256 {actual}, but --sha256 expects {wrong}: is it the file you meant?"
+    with pytest.raises(MelonbenchError, match="--sha256 checks one input file, but 2 --input files were given"):
+        prepare_dataset("csv", replace(base, inputs=(log, log), sha256=actual), console=_quiet())
+    with pytest.raises(
+        MelonbenchError, match="--sha256 checks a downloaded or --input file, and synthetic has neither"
+    ):
+        prepare_dataset("synthetic", PrepareOptions(sha256=actual), console=_quiet())
+    assert not paths.datasets_dir().exists()
+
+    info = prepare_dataset("csv", replace(base, sha256=actual.upper()), console=_quiet())  # case does not matter
+    assert info.card["inputs"][0]["sha256"] == actual
+
+
+def test_csv_cannot_be_stored_under_a_registered_name(tmp_path: Path) -> None:
+    options = PrepareOptions(inputs=(_small_log(tmp_path),), columns="u,i,t", core=1)
+    for name in ("synthetic", "movielens"):
+        result = CliRunner().invoke(app, ["prepare", "csv", "--input", str(options.inputs[0]), "--name", name])
+        assert isinstance(result.exception, MelonbenchError)
+        assert str(result.exception) == (
+            f"--name '{name}' is the name of a registered dataset; store csv data under another name"
+        )
+    assert not paths.datasets_dir().exists()
+    assert prepare_dataset("synthetic", PrepareOptions(name="synthetic", params=SMALL), console=_quiet()).path.is_dir()
+
+
+SMALL = (("users", "400"), ("items", "200"), ("days", "60"))
+
+
+def test_bad_settings_fail_before_saying_anything_about_replacing(tmp_path: Path) -> None:
+    old = prepare_dataset("synthetic", PrepareOptions(core=2, params=SMALL), console=_quiet())
+    for params, error in (
+        ((("users", "abc"),), "Synthetic setting users needs an integer, got 'abc'"),
+        ((("colour", "red"),), "colour"),
+    ):
+        console = _quiet()
+        with pytest.raises(DataError, match=error):
+            prepare_dataset("synthetic", PrepareOptions(core=2, params=params), console=console)
+        assert "replacing" not in console.export_text()
+    assert prepare_module.read_card(old.path) == old.card
+    console = _quiet()
+    prepare_dataset("synthetic", PrepareOptions(core=3, params=SMALL), console=console)  # a valid change still says so
+    assert "replacing the previous preparation of synthetic: core 2 -> 3" in console.export_text()
+
+
+RATINGS = ["userId,movieId,rating,timestamp"] + [f"{n % 7 + 1},{n % 5 + 10},4.0,{100 + n}" for n in range(100)]
+U_DATA = [f"{n % 7 + 1}\t{n % 5 + 10}\t4\t{100 + n}" for n in range(100)]
+
+
+@pytest.mark.parametrize(
+    ("name", "lines", "description"),
+    [
+        ("u.data", U_DATA, "MovieLens 100K (u.data layout)"),
+        ("ratings.csv", RATINGS, "MovieLens (ratings.csv layout)"),
+        ("ratings.csv", RATINGS[1:], "MovieLens (ratings.csv layout)"),  # without its header
+        ("ml-25m/ratings.csv", RATINGS, "MovieLens 25M"),
+        ("ml-100k/u.data", U_DATA, "MovieLens 100K"),
+    ],
+)
+def test_the_movielens_card_names_the_release_the_input_comes_from(tmp_path, name, lines, description) -> None:
+    path = tmp_path / "in" / name
+    path.parent.mkdir(parents=True)
+    path.write_text("\n".join(lines) + "\n")
+    card = prepare_dataset("movielens", PrepareOptions(inputs=(path,), core=1), console=_quiet()).card
+    assert card["description"] == f"{description} (GroupLens): ratings as implicit views"
+
+
+def test_the_movielens_card_of_the_grouplens_zip_names_its_release(tmp_path, shared_data) -> None:
+    archive = tmp_path / "ml-latest-small.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(shared_data / "ml-latest-small" / "ratings.csv", "ml-latest-small/ratings.csv")
+    card = prepare_dataset("movielens", PrepareOptions(inputs=(archive,), core=1), console=_quiet()).card
+    assert card["description"] == "MovieLens latest-small (GroupLens): ratings as implicit views"

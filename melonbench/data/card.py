@@ -122,6 +122,7 @@ def build_card(
     inputs: list[dict[str, Any]],
     outputs: dict[str, str],
     filtering: dict[str, int],
+    description: str | None = None,
 ) -> dict[str, Any]:
     """Assemble the card of a prepared dataset (see the module docstring for every key).
 
@@ -135,6 +136,8 @@ def build_card(
         The prepared frame: ``user``, ``item``, ``ts``, ``split``.
     ratios, options, fingerprint, inputs, outputs, filtering
         Recorded as given.
+    description : str, optional
+        What the data is, when the reader could tell better than the registry (the MovieLens release).
     """
     n_users = interactions["user"].n_unique()
     n_items = interactions["item"].n_unique()
@@ -143,7 +146,7 @@ def build_card(
         "card_version": CARD_VERSION,
         "name": name,
         "dataset": spec.name,
-        "description": spec.description,
+        "description": description or spec.description,
         "license": spec.license,
         "citation": spec.citation,
         "users": n_users,

@@ -27,7 +27,7 @@ import polars as pl
 from rich.console import Console
 
 from melonbench.core.config import PrepareOptions, config_hash, to_jsonable
-from melonbench.core.errors import DataError, MelonbenchError
+from melonbench.core.errors import ChecksumError, DataError, MelonbenchError
 from melonbench.data import filtering
 from melonbench.data.card import build_card, cached_sha256, read_card, sha256_file
 from melonbench.data.context import ReadContext
@@ -89,11 +89,18 @@ def prepare_dataset(name: str, options: PrepareOptions, console: Console | None 
     console = console or Console(quiet=True)
     spec = get_dataset(name)
     stored = _stored_name(spec.name, options)
+    expected_sha256 = _expected_sha256(spec, options)
+    paths.writable_home()  # before any download or reading
     target = paths.datasets_dir() / stored
     ratios = tuple(float(r) for r in (options.split or spec.split))
     files = _resolve_inputs(spec, options, console)
     with console.status("checksumming inputs"):
         inputs = [{"path": str(p), "size": p.stat().st_size, "sha256": cached_sha256(p)} for p in files]
+    if options.inputs and expected_sha256 is not None and inputs[0]["sha256"] != expected_sha256:
+        raise ChecksumError(
+            f"{files[0]} has sha256 {inputs[0]['sha256']}, but --sha256 expects {expected_sha256}: "
+            "is it the file you meant?"
+        )
     shaping = _shaping_options(options, ratios)
     fingerprint = config_hash(PIPELINE_VERSION, spec.name, shaping, [i["sha256"] for i in inputs])
 
@@ -102,15 +109,16 @@ def prepare_dataset(name: str, options: PrepareOptions, console: Console | None 
         if not options.force:
             console.print(f"{stored} is already prepared with these inputs and options ({target}); --force redoes it")
             return PreparedInfo(stored, target, old, reused=True)
-    elif old is not None:
-        console.print(f"replacing the previous preparation of {stored}: {_describe_change(old, shaping, inputs)}")
+    replacing = None if old is None else _describe_change(old, shaping, inputs)
 
     with tempfile.TemporaryDirectory(dir=_scratch_root(), prefix="prepare-") as work:
-        raw, vocab = _read(spec, files, options, Path(work), console)
+        raw, vocab, described = _read(spec, files, options, Path(work), console)
     with console.status("filtering, ordering and splitting"):
         result, maps, counts = _pipeline(raw, options, ratios)
     del raw
     maps = {col: _decode(m, vocab.get(col)) for col, m in maps.items()}
+    if replacing is not None:  # only now: bad settings or input fail above, and the old preparation stays
+        console.print(f"replacing the previous preparation of {stored}: {replacing}")
 
     with console.status(f"writing {target}"):
         with staging_dir(target) as tmp:
@@ -125,6 +133,7 @@ def prepare_dataset(name: str, options: PrepareOptions, console: Console | None 
             card = build_card(
                 name=stored,
                 spec=spec,
+                description="; ".join(dict.fromkeys(described)) or spec.description,
                 interactions=result,
                 ratios=ratios,  # type: ignore[arg-type]
                 options=to_jsonable(options),
@@ -143,6 +152,8 @@ def prepare_dataset(name: str, options: PrepareOptions, console: Console | None 
 
 def _stored_name(registry_name: str, options: PrepareOptions) -> str:
     """The folder name to store under; also refuses options no reader could honour."""
+    from melonbench.data.registry import DATASETS
+
     if options.core < 1:
         raise MelonbenchError(f"--core must be at least 1 (1 keeps every user and item), got {options.core}")
     if registry_name == "csv" and not options.name:
@@ -152,7 +163,26 @@ def _stored_name(registry_name: str, options: PrepareOptions) -> str:
         raise MelonbenchError(
             f"--name '{stored}' is not a valid dataset name: use letters, digits, '.', '_' or '-' (at most 100)"
         )
+    if stored != registry_name and stored in DATASETS:
+        # it would replace that dataset's own preparation (the synthetic default is prepared on demand under it)
+        raise MelonbenchError(
+            f"--name '{stored}' is the name of a registered dataset; store {registry_name} data under another name"
+        )
     return stored
+
+
+def _expected_sha256(spec: Any, options: PrepareOptions) -> str | None:
+    """``--sha256`` checked for form, and for having a file to check: the download or the one ``--input``."""
+    if options.sha256 is None:
+        return None
+    expected = options.sha256.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", expected):
+        raise MelonbenchError(f"--sha256 must be 64 hexadecimal digits, got '{options.sha256}'")
+    if options.inputs and len(options.inputs) != 1:
+        raise MelonbenchError(f"--sha256 checks one input file, but {len(options.inputs)} --input files were given")
+    if not options.inputs and not spec.urls:
+        raise MelonbenchError(f"--sha256 checks a downloaded or --input file, and {spec.name} has neither")
+    return expected
 
 
 def _resolve_inputs(spec: Any, options: PrepareOptions, console: Console) -> list[Path]:
@@ -205,16 +235,18 @@ def _scratch_root() -> Path:
 
 def _read(
     spec: Any, files: list[Path], options: PrepareOptions, workdir: Path, console: Console
-) -> tuple[pl.DataFrame, dict[str, pl.Series]]:
+) -> tuple[pl.DataFrame, dict[str, pl.Series], list[str]]:
     """Run the reader and collect ``user``, ``item``, ``ts`` in input order, string ids as UInt32 codes.
 
-    Returns the frame and, for each column that held strings, the code -> raw id table (a Series indexed by
-    code). Casting to a private ``Categorical`` inside the streaming plan means the raw id text is only ever
-    stored once, as the category list, however long the input.
+    Returns the frame, for each column that held strings the code -> raw id table (a Series indexed by
+    code), and what the reader said the data is (``ReadContext.described``). Casting to a private
+    ``Categorical`` inside the streaming plan means the raw id text is only ever stored once, as the category
+    list, however long the input.
     """
     with console.status(f"reading {spec.name} input"):
         source = f"{spec.name} input {', '.join(p.name for p in files)}" if files else f"{spec.name} reader"
-        lf = _checked(lambda: spec.reader(files, ReadContext(workdir=workdir, options=options)), source)
+        ctx = ReadContext(workdir=workdir, options=options)
+        lf = _checked(lambda: spec.reader(files, ctx), source)
         schema = _checked(lf.collect_schema, source)
         missing = [c for c in ("user", "item", "ts") if c not in schema]
         if missing:
@@ -232,7 +264,7 @@ def _read(
             df = df.with_columns(pl.col(col).to_physical())
     if df.height == 0:
         raise DataError(f"no interactions found in the {spec.name} input")
-    return df, vocab
+    return df, vocab, ctx.described
 
 
 def _checked(step: Any, source: str) -> Any:

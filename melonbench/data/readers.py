@@ -12,6 +12,7 @@ when the pipeline collects, through :func:`collect_checked`.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -132,29 +133,59 @@ def read_amazon(paths: Sequence[Path], ctx: ReadContext) -> pl.LazyFrame:
 
 def read_movielens(paths: Sequence[Path], ctx: ReadContext) -> pl.LazyFrame:
     """MovieLens: ``ratings.csv`` (header ``userId,movieId,rating,timestamp``), ``u.data`` (tab-separated, no
-    header), or the GroupLens zip holding one of them. Ids are integers (cast strictly)."""
+    header), or the GroupLens zip holding one of them. Ids are integers (cast strictly).
+
+    Each file's release is named in ``ctx.described`` (:func:`movielens_release`), for the dataset card.
+    """
     _need_inputs(paths, "movielens")
     frames = []
     for path in paths:
         for label, plain in plain_files(path, ("ratings.csv", "u.data"), ctx.workdir):
-            frames.append(_movielens_file(plain, label))
+            lf, layout = _movielens_file(plain, label)
+            frames.append(lf)
+            ctx.described.append(f"{movielens_release(label, layout)} (GroupLens): ratings as implicit views")
     lf = pl.concat(frames, how="vertical")
     return lf.with_columns(pl.col("user", "item").cast(pl.Int64, strict=True))
 
 
-def _movielens_file(path: Path, label: str) -> pl.LazyFrame:
+# GroupLens names its releases ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, ml-32m, ml-latest, ml-latest-small.
+_ML_RELEASE = re.compile(r"\bml-(latest-small|latest|\d+[km])\b", re.IGNORECASE)
+
+
+def movielens_release(label: str, layout: str) -> str:
+    """``MovieLens 100K`` or ``MovieLens latest-small`` when the file's path or archive names the release
+    (``ml-100k/u.data``, ``ml-latest-small.zip:ml-latest-small/ratings.csv``); otherwise the layout read:
+    ``u.data`` only ever came with 100K, ``ratings.csv`` with every later release."""
+    found = _ML_RELEASE.findall(label)
+    if found:
+        release = found[-1].lower()
+        return f"MovieLens {release.upper() if release[0].isdigit() else release}"
+    if layout == "u.data":
+        return "MovieLens 100K (u.data layout)"
+    return "MovieLens (ratings.csv layout)"
+
+
+def _movielens_file(path: Path, label: str) -> tuple[pl.LazyFrame, str]:
+    """The file's interactions and its layout (``u.data`` or ``ratings.csv``)."""
     lines = head_lines(path)
     if not lines:
         raise DataError(f"{label} is empty")
     if "::" in lines[0]:
         raise DataError(f"{label}: '::'-separated files (MovieLens 1M/10M) are not supported; convert it to CSV first")
     if "\t" in lines[0]:
-        lf = scan_columns(path, Columns(0, 1, 3), delimiter="\t", header=False, n_fields=4, label=label)
+        lf, layout = (
+            scan_columns(path, Columns(0, 1, 3), delimiter="\t", header=False, n_fields=4, label=label),
+            "u.data",
+        )
     elif not is_integer(lines[0].split(",")[0].strip()):
-        lf = scan_columns(path, Columns("userId", "movieId", "timestamp"), delimiter=",", label=label)
+        lf, layout = (
+            scan_columns(path, Columns("userId", "movieId", "timestamp"), delimiter=",", label=label),
+            "ratings.csv",
+        )
     else:
         lf = scan_columns(path, Columns(0, 1, 3), delimiter=",", header=False, n_fields=4, label=label)
-    return integer_ts(lf)
+        layout = "ratings.csv"
+    return integer_ts(lf), layout
 
 
 def _amazon_csv(path: Path, label: str | None = None) -> pl.LazyFrame:
