@@ -163,10 +163,20 @@ def test_fused_kernels_compile_for_hopper_and_ampere(tmp_path):
 
 
 def test_a_missing_triton_fails_where_the_dev_extra_installs_it(monkeypatch):
+    def outcome(*platform):
+        try:
+            requires.triton(*platform)
+        except pytest.fail.Exception as exc:  # caught here, not by pytest: a skip must not pass as this test's own
+            return "failed", str(exc)
+        except pytest.skip.Exception as exc:
+            return "skipped", str(exc)
+        return "imported", ""
+
     monkeypatch.setitem(sys.modules, "triton", None)  # import triton now raises ImportError
-    with pytest.raises(pytest.fail.Exception, match="Triton is not installed, but the dev extra installs it"):
-        requires.triton("linux", "x86_64")
-    with pytest.raises(pytest.skip.Exception, match="Linux x86-64 only, not darwin arm64"):
-        requires.triton("darwin", "arm64")
-    with pytest.raises(pytest.skip.Exception):
-        requires.triton("linux", "aarch64")
+    status, message = outcome("linux", "x86_64")
+    assert status == "failed" and "Triton is not installed, but the dev extra installs it" in message
+    assert outcome("darwin", "arm64") == (
+        "skipped",
+        "Triton is not installed (the dev extra installs it on Linux x86-64 only, not darwin arm64)",
+    )
+    assert outcome("linux", "aarch64")[0] == "skipped"
