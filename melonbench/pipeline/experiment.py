@@ -138,9 +138,9 @@ def run_id_for(config: RunConfig, fingerprint: str, device: torch.device) -> str
     The device enters as its type, the strategy settings as the strategy's resolved config; the result-neutral
     fields (``checkpoint_every``, ``warmup``) are left out.
     """
-    identity = run_identity(to_jsonable(dataclasses.replace(config, device=device.type)))
+    identity = run_identity(to_jsonable(dataclasses.replace(config, device=device.type), hashing=True))
     identity["strategy_params"] = to_jsonable(
-        parse_config(get_strategy(config.strategy).Config, config.strategy_params)
+        parse_config(get_strategy(config.strategy).Config, config.strategy_params), hashing=True
     )
     digest = config_hash(identity, fingerprint, __version__)
     c = config
