@@ -16,6 +16,7 @@ import torch
 
 from melonbench.core.errors import MelonbenchError
 from melonbench.online.negatives import sample_training_negatives
+from melonbench.strategies.space import Axis
 
 if TYPE_CHECKING:
     from melonbench.models.base import Recommender
@@ -44,6 +45,9 @@ class Strategy(abc.ABC):
         ``meta_state_dict``); its Config then has a ``meta_epochs`` field.
     incompatibility : str
         Why a model is not in ``supports`` (shown when the CLI refuses the pair).
+    space : tuple[Axis, ...]
+        The online hyper-parameters ``melonbench tune`` searches (``strategies.space``), declared next to the
+        Config; ``()`` when there is nothing to tune. Every strategy must declare it (no default here).
 
     Instance attributes
     -------------------
@@ -63,6 +67,7 @@ class Strategy(abc.ABC):
     meta: ClassVar[bool] = False
     incompatibility: ClassVar[str] = ""
     Config: ClassVar[type]
+    space: ClassVar[tuple[Axis, ...]]
 
     def __init__(self, model: Recommender, config: Any, seed: int) -> None:
         self.model = model

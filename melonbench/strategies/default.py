@@ -20,6 +20,7 @@ import torch
 from melonbench.online.cuda_graph import GraphedStep, load_optimizer_state
 from melonbench.strategies.base import Strategy, touched_rows
 from melonbench.strategies.lazy_adam import LazyAdam
+from melonbench.strategies.space import HALF_DECADES, Axis
 
 if TYPE_CHECKING:
     from melonbench.models.base import Recommender
@@ -39,6 +40,8 @@ class Default(Strategy):
     name = "default"
     label = "Default"
     Config = DefaultConfig
+    # melonbench tune: the online Adam rate around the paper's fixed 1e-3; weight decay stays the paper's
+    space = (Axis("lr", HALF_DECADES),)
 
     def __init__(self, model: Recommender, config: DefaultConfig, seed: int) -> None:
         super().__init__(model, config, seed)

@@ -15,9 +15,8 @@ scaled by ``w_new``. How the scale is applied is a setting, because under Adam t
   times Default's (the step would be too under plain SGD), but Adam normalises gradient scale away, so the step
   changes only through the balance against weight decay and ε; close to Default in practice.
 
-``w_new`` is tuned on validation HR@5 in the paper (default 4, the value the authors' code uses). Tune it with
-``melonbench run --strategy eals --split validation --set w_new=8`` over a grid, then report the chosen value on
-the test split (docs/baselines.md).
+``w_new`` is tuned on validation HR@5 in the paper (default 4, the value the authors' code uses).
+``melonbench tune --strategy eals`` searches it together with ``lr`` (``space`` below; docs/baselines.md).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ import torch
 
 from melonbench.core.errors import MelonbenchError
 from melonbench.strategies.default import Default, DefaultConfig
+from melonbench.strategies.space import Axis
 
 if TYPE_CHECKING:
     from melonbench.models.base import Recommender
@@ -44,6 +44,8 @@ class EALS(Default):
     name = "eals"
     label = "eALS"
     Config = EALSConfig
+    # the paper tunes w_new on validation; with scale=lr the step is w_new · lr, so the two axes span 1e-4 … 0.8
+    space = (Axis("lr", (1e-4, 1e-3, 1e-2, 1e-1)), Axis("w_new", (1.0, 2.0, 4.0, 8.0)))
 
     def __init__(self, model: Recommender, config: EALSConfig, seed: int) -> None:
         if config.scale not in ("lr", "loss"):

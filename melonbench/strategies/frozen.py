@@ -28,6 +28,7 @@ class Frozen(Strategy):
     label = "Frozen"
     selective = True
     Config = FrozenConfig
+    space = ()  # no online update: nothing to tune
 
     @torch.no_grad()
     def online_step(self, batch: Batch, history: History) -> torch.Tensor:

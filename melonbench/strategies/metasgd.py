@@ -40,6 +40,7 @@ from melonbench.core.errors import MelonbenchError
 from melonbench.online.cuda_graph import GraphedStep, load_optimizer_state
 from melonbench.online.seeding import derive_seed, generator
 from melonbench.strategies.base import Strategy, lookahead_batch, padded_lookahead_batch, touched_rows
+from melonbench.strategies.space import Axis
 
 if TYPE_CHECKING:
     from melonbench.models.base import Recommender
@@ -62,6 +63,7 @@ class MetaSGD(Strategy):
     selective = True
     meta = True
     Config = MetaSGDConfig
+    space = (Axis("meta_lr", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),)  # the rates α are learned; their Adam rate is tuned
 
     def __init__(self, model: Recommender, config: MetaSGDConfig, seed: int) -> None:
         super().__init__(model, config, seed)

@@ -38,6 +38,7 @@ from melonbench.online.cuda_graph import GraphedStep, load_optimizer_state
 from melonbench.online.seeding import derive_seed, generator
 from melonbench.strategies.base import lookahead_batch, padded_lookahead_batch
 from melonbench.strategies.default import Default, DefaultConfig
+from melonbench.strategies.space import DECADES, Axis
 
 if TYPE_CHECKING:
     from melonbench.models.base import Recommender
@@ -78,6 +79,7 @@ class MWNet(Default):
     label = "MWNet"
     meta = True
     Config = MWNetConfig
+    space = (Axis("lr", DECADES), Axis("meta_lr", (1e-4, 1e-3, 1e-2)))  # recommender's and weight net's Adam rates
 
     def __init__(self, model: Recommender, config: MWNetConfig, seed: int) -> None:
         super().__init__(model, config, seed)

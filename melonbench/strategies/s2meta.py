@@ -64,6 +64,7 @@ from melonbench.strategies.base import (
 from melonbench.strategies.lazy_state import DenseState, LazyState
 from melonbench.strategies.preprocess import prep
 from melonbench.strategies.s2meta_cell import MetaLSTMCell
+from melonbench.strategies.space import Axis
 
 if TYPE_CHECKING:
     from melonbench.models.base import Recommender
@@ -184,6 +185,7 @@ class S2Meta(Strategy):
     selective = True
     meta = True
     Config = S2MetaConfig
+    space = (Axis("meta_lr", (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)),)  # the MetaLSTMs' Adam rate, around its 1e-4
 
     def __init__(self, model: Recommender, config: S2MetaConfig, seed: int) -> None:
         super().__init__(model, config, seed)

@@ -51,6 +51,7 @@ from torch import nn
 from melonbench.online.cuda_graph import GraphedStep, load_optimizer_state
 from melonbench.online.seeding import derive_seed
 from melonbench.strategies.base import Strategy, sorted_rows, touched_rows
+from melonbench.strategies.space import Axis
 
 if TYPE_CHECKING:
     from melonbench.models.base import Recommender
@@ -107,6 +108,8 @@ class SML(Strategy):
     selective = True
     meta = True
     Config = SMLConfig
+    # ŵ_t's fitting rate (the recommender's online rate) and the transfer networks' rate
+    space = (Axis("fit_lr", (1e-3, 1e-2, 1e-1)), Axis("transfer_lr", (1e-4, 1e-3, 1e-2)))
 
     def __init__(self, model: Recommender, config: SMLConfig, seed: int) -> None:
         super().__init__(model, config, seed)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from melonbench.strategies.space import Axis
+
 VARIANTS = ("paper", "reference")
 LAYOUTS = ("slots", "params")
 
@@ -26,3 +28,8 @@ class MelonConfig:
     cuda_graphs: bool = True  # on CUDA, replay each batch's steps as a CUDA graph (docs/melon.md; no effect on CPU)
     graph_bucket: int = 0  # with cuda_graphs: B^last padded to a multiple of this (0: to 2|B_t|, one graph)
     fused_role: bool = True  # on CUDA with Triton, the role network over dense pairs in two kernels (docs/melon.md)
+
+
+SPACE = (Axis("meta_lr", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),)
+"""What ``melonbench tune`` searches for MeLON and its ablations: the meta-model's Adam rate (the learning rates
+of the recommender are MeLON's output, not a setting)."""

@@ -46,7 +46,7 @@ from melonbench.online.seeding import derive_seed, generator
 from melonbench.strategies.base import Strategy, lookahead_batch, padded_lookahead_batch
 from melonbench.strategies.melon import fused as melon_fused
 from melonbench.strategies.melon.capture import capture
-from melonbench.strategies.melon.config import LAYOUTS, VARIANTS, MelonConfig
+from melonbench.strategies.melon.config import LAYOUTS, SPACE, VARIANTS, MelonConfig
 from melonbench.strategies.melon.grads import (
     TableSlots,
     Touched,
@@ -74,6 +74,7 @@ class Melon(Strategy):
     label = "MeLON"
     meta = True
     Config = MelonConfig
+    space = SPACE
     mode: ClassVar[str] = "full"
 
     def __init__(self, model: Recommender, config: MelonConfig, seed: int) -> None:
