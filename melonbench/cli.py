@@ -184,7 +184,7 @@ def run(
         str, typer.Option(help="leakfree, or paper (the published setting, leaks included).")
     ] = "leakfree",
     batch_size: Annotated[int, typer.Option(help="Online batch size.")] = 256,
-    negatives: Annotated[int, typer.Option(help="Sampled-protocol negatives per interaction.")] = 99,
+    negatives: Annotated[int, typer.Option(help="Negatives per interaction of the sampled ranking.")] = 99,
     k: Annotated[list[int] | None, typer.Option("--k", help="Extra cut-off for HR/NDCG (5, 10, 20 always).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Strategy setting key=value.")] = None,
     sparse_updates: Annotated[bool, typer.Option(help="Update only the rows a batch touches (lazy Adam).")] = False,
@@ -199,11 +199,16 @@ def run(
     weight_decay: WeightDecay = 0.0,
     patience: Patience = 10,
     window: Annotated[int, typer.Option(help="recent-pop only: W, the number of latest interactions counted.")] = 256,
+    tuned: Annotated[
+        bool, typer.Option("--tuned", help="Use the settings `melonbench tune` chose on validation (stored).")
+    ] = False,
 ) -> None:
     """Replay the online part prequentially (rank each batch, then update) and store per-batch results."""
     from melonbench.pipeline import experiment
     from melonbench.pipeline.progress import RichHooks
+    from melonbench.pipeline.tune import tuned_config
     from melonbench.strategies import default_strategy
+    from melonbench.strategies.space import describe
 
     if seeds is not None and seeds < 1:
         raise MelonbenchError(f"--seeds must be at least 1 (it runs seeds 0..N-1), got {seeds}")
@@ -236,11 +241,16 @@ def run(
     configs = [base] if seeds is None else [dataclasses.replace(base, seed=s) for s in range(seeds)]
     for config in configs:
         experiment.validate(config)  # every config is checked before the first one starts
+    provenance: dict | None = None
+    if tuned:  # one tuning per (dataset, model, strategy, settings): the same values for every seed
+        chosen, provenance = tuned_config(configs[0], results)
+        configs = [dataclasses.replace(c, tuned=chosen.tuned) for c in configs]
+        console.print(f"tuned settings: {describe(chosen.tuned or ())}", highlight=False)
     outcomes = []
     for config in configs:
         label = f"{config.strategy}/{config.model} seed {config.seed}"
         with RichHooks(console, label) as hooks:
-            outcomes.append(experiment.run_experiment(config, results, hooks))
+            outcomes.append(experiment.run_experiment(config, results, hooks, tuning=provenance))
     _print_summary(outcomes)
 
 
@@ -282,6 +292,111 @@ def _print_summary(outcomes: list) -> None:
 
 
 @app.command()
+def tune(
+    dataset: Dataset = "synthetic",
+    model: Model = "bpr",
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help="Strategy to tune (registry name).")] = "default",
+    budget: Annotated[
+        int, typer.Option(help="Most trials (points of the search space); the default settings are always one.")
+    ] = 16,
+    seeds: Annotated[int, typer.Option(help="Seeds 0..N-1 per trial; the objective is their mean.")] = 2,
+    ranking: Annotated[str, typer.Option(help="Objective: validation HR@5 under full or sampled ranking.")] = "full",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Fixed strategy setting key=value (not a searched one).")
+    ] = None,
+    device: Device = "auto",
+    batch_size: Annotated[int, typer.Option(help="Online batch size.")] = 256,
+    negatives: Annotated[int, typer.Option(help="Negatives per interaction of the sampled ranking.")] = 99,
+    results: Annotated[Path | None, typer.Option(help="Result store (default $MELONBENCH_HOME/results).")] = None,
+    epochs: Epochs = 100,
+    lr: Lr = 1e-3,
+    weight_decay: WeightDecay = 0.0,
+    patience: Patience = 10,
+    list_: Annotated[bool, typer.Option("--list", help="Print every strategy's search space and exit.")] = False,
+) -> None:
+    """Choose a strategy's online settings on the validation part (never the test part); `run --tuned` uses them.
+
+    Each trial replays the validation part only, for seeds 0..N-1, from the shared checkpoints; the best mean
+    validation HR@5 wins, ties going to the smaller change from the default. Finished tunings are re-used and
+    interrupted ones resume. `--list` prints the search spaces (docs/baselines.md, "Tuning on the validation split").
+    """
+    from melonbench.pipeline.progress import RichTuneHooks
+    from melonbench.pipeline.tune import TuneConfig
+    from melonbench.pipeline.tune import tune as run_tune
+
+    if list_:
+        _print_spaces()
+        return
+    base = RunConfig(
+        dataset=dataset,
+        model=model,
+        strategy=strategy,
+        device=device,
+        batch_size=batch_size,
+        n_negatives=negatives,
+        strategy_params=_parse_params(set_),
+        pretrain=PretrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience),
+    )
+    config = TuneConfig(base=base, budget=budget, seeds=seeds, ranking=ranking, results=results)
+    with RichTuneHooks(console) as hooks:
+        result = run_tune(config, hooks)
+    _print_tuning(result, base)
+
+
+def _print_spaces() -> None:
+    from rich.table import Table
+
+    from melonbench.strategies import STRATEGIES
+    from melonbench.strategies.space import space_rows
+
+    table = Table(title="search spaces of `melonbench tune` (log: ties measured in decades from the default)")
+    for col in ("strategy", "setting", "grid", "default", "points"):
+        table.add_column(col)
+    for row in space_rows(STRATEGIES):
+        table.add_row(*row)
+    Console().print(table)
+
+
+def _print_tuning(result, base: RunConfig) -> None:
+    from rich.table import Table
+
+    from melonbench.strategies.space import describe
+
+    if result.record is None:
+        console.print(
+            f"{base.strategy} has no online settings to tune: `run --tuned` runs it as it is", highlight=False
+        )
+        return
+    record = result.record
+    chosen = record["chosen"]
+    table = Table(title=f"validation HR@5 ({record['options']['ranking']} ranking), mean over seeds")
+    for col in ("settings", "per seed", "mean", "change from default", "chosen"):
+        table.add_column(col, justify="left" if col in ("settings", "per seed") else "right")
+    for i, trial in enumerate(record["trials"]):
+        per_seed = ", ".join(_score(s) for s in trial["scores"])
+        mean = _score(trial["score"])
+        table.add_row(
+            describe(trial["settings"]), per_seed, mean, f"{trial['distance']:.2f}", "*" if i == chosen["trial"] else ""
+        )
+    Console().print(table)
+    console.print(
+        f"{result.status}: {describe(chosen['settings'])} (validation HR@5 {chosen['score']:.4f}; default settings "
+        f"{_score(chosen['default_score'])}); stored in {result.path}. `melonbench run ... --tuned` uses it.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for name in chosen.get("at_edge", []):
+        console.print(
+            f"note: {name}={chosen['settings'][name]} is at the edge of its grid; the best value may lie beyond it",
+            highlight=False,
+        )
+
+
+def _score(value: float | None) -> str:
+    return "diverged" if value is None else f"{value:.4f}"
+
+
+@app.command()
 def report(
     results_dir: Annotated[
         Path | None, typer.Argument(help="Result store to read (default $MELONBENCH_HOME/results).")
@@ -293,7 +408,7 @@ def report(
     latex: Annotated[bool, typer.Option("--latex", help="LaTeX (booktabs) instead of the terminal tables.")] = False,
     out: Annotated[Path | None, typer.Option(help="Write the Markdown/LaTeX to this file.")] = None,
     plots: Annotated[Path | None, typer.Option(help="Write the PNG figures into this folder.")] = None,
-    protocol: Annotated[str, typer.Option(help="Ranking protocol of the tables: full, sampled or both.")] = "both",
+    ranking: Annotated[str, typer.Option(help="Ranking of the tables: full, sampled or both.")] = "both",
     bootstrap_seed: Annotated[int, typer.Option(help="Seed of the block-bootstrap intervals.")] = 0,
 ) -> None:
     """Tables (accuracy, ablation, time per batch, paired tests, protocol agreement) and figures from stored runs."""
@@ -304,7 +419,7 @@ def report(
     options = ReportOptions(
         results=results_dir,
         datasets=tuple(dataset or ()),
-        protocol=protocol,
+        ranking=ranking,
         format="markdown" if markdown else "latex" if latex else "terminal",
         out=out,
         plots=plots,
@@ -329,9 +444,7 @@ def reproduce(
         str, typer.Option(help="Reference recommenders without learning, comma-separated, or 'none'.")
     ] = "pop,recent-pop",
     protocol: Annotated[str, typer.Option(help="leakfree (default) or paper (the published setting).")] = "leakfree",
-    ranking: Annotated[
-        str, typer.Option(help="Ranking protocol of the report's tables: full, sampled or both.")
-    ] = "both",
+    ranking: Annotated[str, typer.Option(help="Ranking of the report's tables: full, sampled or both.")] = "both",
     device: Device = "auto",
     capture_lr: Annotated[
         int, typer.Option(help="Store the learning-rate matrix of every N-th batch (0: off; Figure 4 needs it).")
@@ -350,6 +463,14 @@ def reproduce(
     ] = None,
     retry_failed: Annotated[
         bool, typer.Option(help="Run only the grid's failed runs again (the others are not touched).")
+    ] = False,
+    tuned: Annotated[
+        bool,
+        typer.Option(
+            "--tuned",
+            help="Run every strategy with the settings `melonbench tune` chose (refused where none is stored); the "
+            "report puts them beside the published settings' runs where the store has those.",
+        ),
     ] = False,
 ) -> None:
     """Run the paper's grid (models × strategies × seeds; finished runs are kept, interrupted ones resume, failed
@@ -377,6 +498,7 @@ def reproduce(
         out=out,
         settings=_parse_params(set_),
         retry_failed=retry_failed,
+        tuned=tuned,
     )
     result = run_grid(config, hooks=lambda label: RichHooks(console, label), console=console)
     if result.failures:

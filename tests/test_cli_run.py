@@ -20,8 +20,8 @@ runner = CliRunner()
 def captured(monkeypatch):
     calls = []
 
-    def fake_run(config, results_root=None, hooks=None):
-        calls.append((config, results_root))
+    def fake_run(config, results_root=None, hooks=None, tuning=None):
+        calls.append((config, results_root) if tuning is None else (config, results_root, tuning))
         return RunResult(
             f"run-{config.seed}",
             Path("/nowhere"),
@@ -37,6 +37,27 @@ def test_defaults_give_the_default_run_config(captured):
     result = runner.invoke(app, ["run"])
     assert result.exit_code == 0, result.output
     assert captured == [(RunConfig(), None)]
+
+
+def test_tuned_runs_every_seed_with_the_stored_choice(captured, monkeypatch, tmp_path):
+    from melonbench.pipeline import tune
+
+    asked = []
+
+    def fake_tuned(config, results):
+        asked.append((config, results))
+        return RunConfig(tuned=(("lr", "0.01"),)), {"budget": 16}
+
+    monkeypatch.setattr(tune, "tuned_config", fake_tuned)
+    result = runner.invoke(app, ["run", "--tuned", "--seeds", "2", "--results", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert asked == [(RunConfig(), tmp_path)]
+    tuned = RunConfig(tuned=(("lr", "0.01"),))
+    assert captured == [
+        (tuned, tmp_path, {"budget": 16}),
+        (RunConfig(seed=1, tuned=tuned.tuned), tmp_path, {"budget": 16}),
+    ]
+    assert "tuned settings: lr=0.01" in result.output
 
 
 def test_every_option_reaches_run_config(captured, tmp_path):

@@ -269,7 +269,7 @@ def test_cli_writes_the_same_files(store, tmp_path):
         result = runner.invoke(app, ["report", str(store), flag, "--out", str(out)])
         assert result.exit_code == 0, result.output
         assert out.read_text() == (GOLDEN / name).read_text()
-    result = runner.invoke(app, ["report", str(store), "--protocol", "sampled"])
+    result = runner.invoke(app, ["report", str(store), "--ranking", "sampled"])
     assert result.exit_code == 0, result.output
     assert "Accuracy, sampled ranking" in result.output and "full ranking (every" not in result.output
 
@@ -600,8 +600,8 @@ def test_timing_leaves_out_the_warm_up_of_the_run_and_of_each_resumed_process(tm
 
 
 def test_bad_options_are_refused(store, tmp_path):
-    with pytest.raises(MelonbenchError, match="--protocol must be full, sampled or both"):
-        make_report(ReportOptions(results=store, protocol="paper"))
+    with pytest.raises(MelonbenchError, match="--ranking must be full, sampled or both"):
+        make_report(ReportOptions(results=store, ranking="paper"))
     with pytest.raises(MelonbenchError, match="--out needs --markdown or --latex"):
         make_report(ReportOptions(results=store, out=tmp_path / "x.md"))
     with pytest.raises(MelonbenchError, match="no finished runs for dataset"):

@@ -181,6 +181,10 @@ class RunConfig:
         after each resume are left out of the medians too (see docs/protocol.md, "Timing").
     strategy_params : tuple[tuple[str, str], ...]
         ``--set key=value`` overrides of the strategy's config fields.
+    tuned : tuple[tuple[str, str], ...] | None
+        Settings chosen on the validation part by ``melonbench tune`` (``run --tuned``), applied after
+        ``strategy_params``; ``()`` for a strategy with nothing to tune; ``None`` when the run is not tuned. Part
+        of the run's identity like any ``--set``; the manifest's ``tuning`` says which tuning chose them.
     pretrain : PretrainConfig
         Used when the checkpoint must be made on demand (it is part of the checkpoint's hash).
     checkpoint_every : int
@@ -205,6 +209,12 @@ class RunConfig:
     pretrain: PretrainConfig = PretrainConfig()
     checkpoint_every: int = 50
     capture_lr_every: int = 0
+    # None (not tuned) stays out of the hash: a run made before `tuned` existed keeps its id
+    tuned: tuple[tuple[str, str], ...] | None = dataclasses.field(default=None, metadata=HASH_OMITS_DEFAULT)
+
+    def settings(self) -> tuple[tuple[str, str], ...]:
+        """Every strategy setting of the run: the ``--set`` overrides, then the tuned values."""
+        return self.strategy_params + (self.tuned or ())
 
     def __post_init__(self) -> None:
         _at_least("--batch-size", self.batch_size, 1)

@@ -123,7 +123,7 @@ def validate(config: RunConfig) -> None:
     ``RunConfig`` is made)."""
     lookup("model", config.model, MODELS)
     check_compatible(config.strategy, config.model)
-    parse_config(get_strategy(config.strategy).Config, config.strategy_params)
+    parse_config(get_strategy(config.strategy).Config, config.settings())
     if config.protocol not in ("leakfree", "paper"):
         raise MelonbenchError(f"--protocol must be leakfree or paper, got '{config.protocol}'")
     if config.split not in ("validation", "test"):
@@ -135,12 +135,13 @@ def validate(config: RunConfig) -> None:
 def run_id_for(config: RunConfig, fingerprint: str, device: torch.device) -> str:
     """Readable prefix + hash of the run's identity: what can change its results (``RunConfig``'s docstring).
 
-    The device enters as its type, the strategy settings as the strategy's resolved config; the result-neutral
-    fields (``checkpoint_every``, ``warmup``) are left out.
+    The device enters as its type, the strategy settings (``--set`` and tuned ones) as the strategy's resolved
+    config; the result-neutral fields (``checkpoint_every``, ``warmup``) are left out. A tuned run also keeps its
+    ``tuned`` values (a tuned run is not the same run as one with the same ``--set``: the report tells them apart).
     """
     identity = run_identity(to_jsonable(dataclasses.replace(config, device=device.type), hashing=True))
     identity["strategy_params"] = to_jsonable(
-        parse_config(get_strategy(config.strategy).Config, config.strategy_params), hashing=True
+        parse_config(get_strategy(config.strategy).Config, config.settings()), hashing=True
     )
     digest = config_hash(identity, fingerprint, __version__)
     c = config
@@ -155,8 +156,12 @@ def pretrain_only(
     device_name_: str = "auto",
     hooks: RunHooks | None = None,
     force: bool = False,
+    n_negatives: int = 99,
 ) -> Checkpoint:
-    """Pre-train (or find the cached) recommender checkpoint for ``(dataset, model, config, seed)``."""
+    """Pre-train (or find the cached) recommender checkpoint for ``(dataset, model, config, seed)``.
+
+    ``n_negatives``: the sampled-protocol negatives of the validation HR@5 that picks the kept epoch (a run's).
+    """
     hooks = hooks or RunHooks()
     lookup("model", model, MODELS)
     device = resolve_device(device_name_)
@@ -164,7 +169,7 @@ def pretrain_only(
     dataset = load_or_generate(dataset_name)
     with deterministic(device):
         stream = Stream.from_frame(dataset.interactions, device)
-        leakfree, _ = evaluation_negatives(dataset.path, stream, seed, "leakfree", 99)
+        leakfree, _ = evaluation_negatives(dataset.path, stream, seed, "leakfree", n_negatives)
         n_val = stream.validation_end - stream.pretrain_end
         fingerprint = dataset_fingerprint(dataset)
         return load_or_pretrain(
@@ -172,7 +177,32 @@ def pretrain_only(
         )
 
 
-def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: RunHooks | None = None) -> RunResult:
+def meta_pretrain_only(config: RunConfig, hooks: RunHooks | None = None) -> str | None:
+    """Pre-train (or find the cached) meta-model of ``config``'s strategy, as :func:`run_experiment` would before
+    its replay; return its cache key (``None`` for a strategy without a meta-model)."""
+    hooks = hooks or RunHooks()
+    validate(config)
+    if not get_strategy(config.strategy).meta:
+        return None
+    checkpoint = pretrain_only(
+        config.dataset, config.model, config.pretrain, config.seed, config.device, hooks, n_negatives=config.n_negatives
+    )
+    device = resolve_device(config.device)
+    dataset = load_or_generate(config.dataset)
+    with deterministic(device):
+        stream = Stream.from_frame(dataset.interactions, device)
+        strategy = build_strategy(config.strategy, checkpoint.model, config.settings(), config.seed)
+        return load_or_train_meta(
+            strategy, config.settings(), stream, checkpoint.key, config.seed, config.batch_size, hooks.meta_batch
+        )
+
+
+def run_experiment(
+    config: RunConfig,
+    results_root: Path | None = None,
+    hooks: RunHooks | None = None,
+    tuning: dict[str, Any] | None = None,
+) -> RunResult:
     """Replay one (dataset, model, strategy, seed) and store its per-batch results.
 
     Parameters
@@ -183,6 +213,9 @@ def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: R
         Result store root (default ``$MELONBENCH_HOME/results``).
     hooks : RunHooks, optional
         Progress callbacks.
+    tuning : dict, optional
+        For a tuned run (``config.tuned``), which tuning chose its values (``pipeline.tune.tuned_config``):
+        written to the manifest as ``tuning``, not part of the run's identity.
 
     Raises
     ------
@@ -190,14 +223,17 @@ def run_experiment(config: RunConfig, results_root: Path | None = None, hooks: R
         Bad input (before any work), or a failure of the run (recorded in its folder first, see
         :func:`attempt_experiment`); any other exception is recorded the same way and raised as it is.
     """
-    outcome = attempt_experiment(config, results_root, hooks)
+    outcome = attempt_experiment(config, results_root, hooks, tuning)
     if isinstance(outcome, RunFailure):
         raise outcome.error
     return outcome
 
 
 def attempt_experiment(
-    config: RunConfig, results_root: Path | None = None, hooks: RunHooks | None = None
+    config: RunConfig,
+    results_root: Path | None = None,
+    hooks: RunHooks | None = None,
+    tuning: dict[str, Any] | None = None,
 ) -> RunResult | RunFailure:
     """:func:`run_experiment`, but a failure of the run is recorded in its folder and returned, not raised.
 
@@ -216,7 +252,7 @@ def attempt_experiment(
     attempt = _Attempt()
     try:
         with deterministic(device):
-            return _run(config, device, results_root, hooks, attempt)
+            return _run(config, device, results_root, hooks, attempt, tuning)
     except Exception as exc:
         if attempt.store is None:
             raise
@@ -249,7 +285,12 @@ def failure_record(config: RunConfig, device: torch.device, attempt: _Attempt, e
 
 
 def _run(
-    config: RunConfig, device: torch.device, results_root: Path | None, hooks: RunHooks, attempt: _Attempt
+    config: RunConfig,
+    device: torch.device,
+    results_root: Path | None,
+    hooks: RunHooks,
+    attempt: _Attempt,
+    tuning: dict[str, Any] | None,
 ) -> RunResult:
     dataset = load_or_generate(config.dataset)
     fingerprint = dataset_fingerprint(dataset)
@@ -272,12 +313,12 @@ def _run(
     )
     model = checkpoint.model
     attempt.stage = "set-up"
-    strategy = build_strategy(config.strategy, model, config.strategy_params, config.seed)
+    strategy = build_strategy(config.strategy, model, config.settings(), config.seed)
     meta_key = None
     if strategy.meta:
         attempt.stage = "meta pre-training"
         meta_key = load_or_train_meta(
-            strategy, config.strategy_params, stream, checkpoint.key, config.seed, config.batch_size, hooks.meta_batch
+            strategy, config.settings(), stream, checkpoint.key, config.seed, config.batch_size, hooks.meta_batch
         )
     strategy.capture_lr = config.capture_lr_every > 0
     attempt.stage = "replay"
@@ -381,6 +422,7 @@ def _run(
             "config": to_jsonable(strategy.config),
         },
         "protocol": config.protocol,
+        "tuning": None if config.tuned is None else {"values": dict(config.tuned), **(tuning or {})},
         "dataset": {"name": config.dataset, "fingerprint": fingerprint, "card": dataset.card},
         "meta_checkpoint": meta_key,
         "checkpoint": {

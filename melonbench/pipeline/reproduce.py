@@ -8,6 +8,11 @@ runs are re-used as they are and interrupted ones resume from their last checkpo
 after a crash only does what is missing. A run that fails (a non-finite loss, any error of its own) is recorded in
 its folder and the grid goes on; a recorded failure is not run again unless ``retry_failed`` asks for the failed
 runs alone. The report covers exactly the grid's runs, failed ones included, and a summary ends the output.
+
+With ``tuned``, every run takes the settings ``melonbench tune`` stored for its (model, strategy) (refused, naming
+the commands to run, where one is missing; the tunings must share budget, seeds and ranking, so that every
+strategy had the same chance), and the report adds the same grid's published-settings runs where the store has
+them, so tuned and published settings appear side by side.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -27,7 +33,8 @@ from melonbench.core.errors import IncompatibleError, MelonbenchError, NotPrepar
 from melonbench.core.registry import lookup
 from melonbench.models import MODELS, is_reference
 from melonbench.pipeline import experiment
-from melonbench.report.build import PROTOCOLS, build_report, render
+from melonbench.pipeline.tune import NotTunedError, tune_command, tuned_config
+from melonbench.report.build import RANKING_SETS, build_report, render
 from melonbench.report.plots import write_plots
 from melonbench.report.runs import Failure, load_failures, load_runs, to_failure
 from melonbench.store.atomic import atomic_write_bytes
@@ -35,6 +42,7 @@ from melonbench.store.paths import home, results_dir
 from melonbench.store.results import RunStore
 from melonbench.strategies import STRATEGIES, check_compatible, default_strategy, get_strategy
 from melonbench.strategies.base import parse_config
+from melonbench.strategies.space import describe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +66,7 @@ class ReproduceConfig:
     seeds : int
         Seeds ``0 … seeds−1`` (the paper: 5).
     ranking : {"sampled", "full", "both"}
-        Ranking protocol(s) of the report's tables.
+        Ranking(s) of the report's tables.
     results : Path | None
         Result store (default ``$MELONBENCH_HOME/results``).
     out : Path | None
@@ -71,6 +79,8 @@ class ReproduceConfig:
     retry_failed : bool
         Run only the grid's failed runs again (the others are not touched); without it a recorded failure is
         reported as it is and not run again.
+    tuned : bool
+        Run every strategy with its stored tuned settings (``pipeline.tune.tuned_config``).
     """
 
     base: RunConfig = RunConfig()
@@ -83,6 +93,7 @@ class ReproduceConfig:
     out: Path | None = None
     settings: tuple[tuple[str, str], ...] = ()
     retry_failed: bool = False
+    tuned: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,10 +217,13 @@ def reproduce(config: ReproduceConfig, hooks: Hooks | None = None, console: Cons
     A ``KeyboardInterrupt`` stops the grid at once: nothing is recorded for the interrupted run, which resumes
     from its last checkpoint next time.
     """
-    if config.ranking not in PROTOCOLS:
+    if config.ranking not in RANKING_SETS:
         raise MelonbenchError(f"--ranking must be full, sampled or both, got '{config.ranking}'")
     runs, skipped = grid(config)
     _ensure_prepared(config.base.dataset, console)
+    tunings: list[dict[str, Any] | None] = [None] * len(runs)
+    if config.tuned:
+        runs, tunings = with_tuned(runs, config.results)
 
     def say(line: str) -> None:  # one line each, never wrapped (paths, reasons), never read as markup
         if console is not None:
@@ -222,8 +236,8 @@ def reproduce(config: ReproduceConfig, hooks: Hooks | None = None, console: Cons
     outcomes: list[experiment.RunResult] = []
     failures: list[Failure] = []
     earlier = untouched = 0
-    for run, run_id in zip(runs, run_ids, strict=True):
-        label = f"{run.strategy}/{run.model} seed {run.seed}"
+    for run, run_id, tuning in zip(runs, run_ids, tunings, strict=True):
+        label = f"{run.strategy}/{run.model} seed {run.seed}" + (f" ({describe(run.tuned)})" if run.tuned else "")
         store = RunStore(root / run_id)
         record = store.failure()
         if record is not None and not config.retry_failed:
@@ -235,7 +249,7 @@ def reproduce(config: ReproduceConfig, hooks: Hooks | None = None, console: Cons
             untouched += 1
             continue
         with hooks(label) if hooks is not None else contextlib.nullcontext(experiment.RunHooks()) as h:
-            outcome = experiment.attempt_experiment(run, config.results, h)
+            outcome = experiment.attempt_experiment(run, config.results, h, tuning)
         if isinstance(outcome, experiment.RunFailure):
             failures.append(to_failure(outcome.record, outcome.path))
             say(f"{label}: {failures[-1].what()}")
@@ -245,14 +259,18 @@ def reproduce(config: ReproduceConfig, hooks: Hooks | None = None, console: Cons
 
     files: list[Path] = []
     figures: list[Path] = []
-    if any(RunStore(root / run_id).is_complete() for run_id in run_ids):
-        stored = load_runs(root, run_ids=set(run_ids))
+    # with --tuned, the same grid's published-settings runs too, where the store has them: side by side
+    report_ids = set(run_ids) | (
+        set(_run_ids([dataclasses.replace(r, tuned=None) for r in runs])) if config.tuned else set()
+    )
+    if any(RunStore(root / run_id).is_complete() for run_id in report_ids):
+        stored = load_runs(root, run_ids=report_ids)
         report = build_report(stored, config.ranking, failures=load_failures(root, run_ids=set(run_ids), runs=stored))
         out = config.out or (home() / "reports" / config.base.dataset)
         for fmt, name in (("markdown", "report.md"), ("latex", "report.tex")):
             atomic_write_bytes(out / name, render(report, fmt).encode())  # type: ignore[arg-type]
             files.append(out / name)
-        figures = write_plots(stored, out / "figures", PROTOCOLS[config.ranking])
+        figures = write_plots(stored, out / "figures", RANKING_SETS[config.ranking])
         say(f"report: {files[0]} and {files[1]}; {len(figures)} figures in {out / 'figures'}")
     else:
         say("no report: no run of the grid has finished")
@@ -286,6 +304,40 @@ def _run_ids(runs: list[RunConfig]) -> list[str]:
     fingerprint = experiment.dataset_fingerprint(dataset)
     device = experiment.resolve_device(runs[0].device)
     return [experiment.run_id_for(run, fingerprint, device) for run in runs]
+
+
+def with_tuned(runs: list[RunConfig], results: Path | None) -> tuple[list[RunConfig], list[dict[str, Any] | None]]:
+    """Every run with its stored tuned settings, and where each choice came from.
+
+    Raises
+    ------
+    NotTunedError
+        Naming the ``melonbench tune`` command of every (model, strategy) without a stored tuning.
+    MelonbenchError
+        When the stored tunings differ in budget, seeds or ranking.
+    """
+    chosen: dict[tuple[str, str], tuple[RunConfig, dict[str, Any]]] = {}
+    missing: dict[tuple[str, str], RunConfig] = {}
+    for run in runs:
+        key = (run.model, run.strategy)
+        if key not in chosen and key not in missing:
+            try:
+                chosen[key] = tuned_config(run, results)
+            except NotTunedError:
+                missing[key] = run
+    if missing:
+        commands = "; ".join(f"`{tune_command(run)}`" for run in missing.values())
+        raise NotTunedError(f"--tuned: no stored tuning for {len(missing)} strategy/model pair(s); run {commands}")
+    options = {
+        f"budget {p['budget']}, {p['seeds']} seeds, {p['ranking']} ranking" for _, p in chosen.values() if "budget" in p
+    }
+    if len(options) > 1:
+        raise MelonbenchError(
+            f"--tuned: the stored tunings differ ({'; '.join(sorted(options))}); tune every strategy with the same "
+            "--budget, --seeds and --ranking"
+        )
+    tuned = [chosen[(run.model, run.strategy)] for run in runs]
+    return [dataclasses.replace(r, tuned=c.tuned) for r, (c, _) in zip(runs, tuned, strict=True)], [p for _, p in tuned]
 
 
 def _ensure_prepared(dataset: str, console: Console | None) -> None:

@@ -33,11 +33,12 @@ from melonbench.report.tables import (
     short_of_seeds,
     timing,
 )
+from melonbench.report.tuned import tuned_settings
 from melonbench.store.atomic import atomic_write_bytes
 from melonbench.store.paths import results_dir
 
 Format = Literal["terminal", "markdown", "latex"]
-PROTOCOLS = {"sampled": ("sampled",), "full": ("full",), "both": ("sampled", "full")}
+RANKING_SETS = {"sampled": ("sampled",), "full": ("full",), "both": ("sampled", "full")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +51,8 @@ class ReportOptions:
         Result store to read (default ``$MELONBENCH_HOME/results``).
     datasets : tuple[str, ...]
         Only these datasets (default: every dataset in the store).
-    protocol : {"sampled", "full", "both"}
-        Ranking protocol(s) of the accuracy, ablation and significance tables (agreement always shows both).
+    ranking : {"sampled", "full", "both"}
+        Ranking(s) of the accuracy, ablation and significance tables (agreement always shows both).
     format : {"terminal", "markdown", "latex"}
         ``terminal`` prints rich tables; the others produce text for a file.
     out : Path | None
@@ -66,7 +67,7 @@ class ReportOptions:
 
     results: Path | None = None
     datasets: tuple[str, ...] = ()
-    protocol: str = "both"
+    ranking: str = "both"
     format: Format = "terminal"
     out: Path | None = None
     plots: Path | None = None
@@ -76,7 +77,7 @@ class ReportOptions:
 
 def build_report(
     runs: list[Run],
-    protocol: str = "both",
+    ranking: str = "both",
     bootstrap_seed: int = 0,
     n_boot: int = 2000,
     failures: Sequence[Failure] = (),
@@ -90,7 +91,7 @@ def build_report(
         When runs that the significance table must pair were not replayed on the same stream, checkpoint,
         negatives and batches.
     """
-    rankings = _rankings(protocol)
+    rankings = _rankings(ranking)
     tables = [accuracy(runs, r, failures) for r in rankings]
     warnings = []
     if has_groups(runs):
@@ -98,6 +99,7 @@ def build_report(
     else:
         warnings.append("no warm-item tables: some runs were made before batches.parquet had the warm/cold columns")
     tables += [t for t in (ablation(runs, r, failures) for r in rankings) if t is not None]
+    tables += [t for t in (tuned_settings(runs, rankings),) if t is not None]
     failed_table = failed_runs(failures)
     if failed_table is not None:
         tables.append(failed_table)
@@ -138,10 +140,10 @@ def build_report(
     return Report(header=header, tables=tuple(tables), warnings=tuple(warnings + disagreements))
 
 
-def _rankings(protocol: str) -> tuple[str, ...]:
-    if protocol not in PROTOCOLS:
-        raise MelonbenchError(f"--protocol must be full, sampled or both, got '{protocol}'")
-    return PROTOCOLS[protocol]
+def _rankings(ranking: str) -> tuple[str, ...]:
+    if ranking not in RANKING_SETS:
+        raise MelonbenchError(f"--ranking must be full, sampled or both, got '{ranking}'")
+    return RANKING_SETS[ranking]
 
 
 def render(report: Report, format: Format) -> str:
@@ -159,13 +161,13 @@ def make_report(options: ReportOptions, console: Console | None = None) -> Repor
     Returns the report, so that callers (``reproduce``) can render it again.
     """
     console = console or Console()
-    _rankings(options.protocol)
+    _rankings(options.ranking)
     if options.out is not None and options.format == "terminal":
         raise MelonbenchError("--out needs --markdown or --latex (the terminal table is printed, not written)")
     root = options.results or results_dir()
     runs = load_runs(root, options.datasets)
     failures = load_failures(root, options.datasets, runs=runs)
-    report = build_report(runs, options.protocol, options.bootstrap_seed, options.n_boot, failures)
+    report = build_report(runs, options.ranking, options.bootstrap_seed, options.n_boot, failures)
     if options.format == "terminal":
         terminal(report, console)
     elif options.out is None:
@@ -173,6 +175,6 @@ def make_report(options: ReportOptions, console: Console | None = None) -> Repor
     else:
         atomic_write_bytes(options.out, render(report, options.format).encode())
     if options.plots is not None:
-        paths = write_plots(runs, options.plots, _rankings(options.protocol))
+        paths = write_plots(runs, options.plots, _rankings(options.ranking))
         Console(stderr=True).print(f"{len(paths)} figures in {options.plots}", highlight=False)
     return report

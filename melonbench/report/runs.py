@@ -1,7 +1,8 @@
 """Runs as the report sees them: read from the result store, grouped into cells, and paired only when aligned.
 
-A run belongs to a *setting*: the dataset plus, when they are not the defaults, the run protocol (``paper``) and the
-replayed split (``validation``); each setting is its own block of rows in every table. Within a setting a
+A run belongs to a *setting*: the dataset plus, when they are not the defaults, the run protocol (``paper``), the
+replayed split (``validation``) and whether its strategy settings were tuned (``melonbench tune``); each setting
+is its own block of rows in every table. Within a setting a
 (model, strategy, seed) must have exactly one run. Two runs may be *paired* (compared batch by batch) only when
 they replayed the same stream from the same checkpoint against the same evaluation negatives, over the same
 batches: :func:`aligned` checks exactly that and names whatever differs. A run that failed is a :class:`Failure`
@@ -50,7 +51,8 @@ class Run:
     Attributes
     ----------
     setting : str
-        Row-block label: the dataset name, plus ``[paper protocol]`` / ``[validation split]`` when not default.
+        Row-block label: the dataset name, plus ``[paper protocol]`` / ``[validation split]`` / ``[tuned]`` when
+        not default.
     reference : bool
         A reference recommender without learning (``pop``, ``recent-pop``): its row stands beside every learned
         model's strategies (``label`` is then the reference's, e.g. ``Recent-pop (W=256)``).
@@ -60,6 +62,8 @@ class Run:
         The stored manifest, unchanged.
     folder : Path
         The run's folder (for its ``lr/`` matrices).
+    tuned : dict[str, str] | None
+        The settings ``melonbench tune`` chose (empty for a strategy with nothing to tune); None: not tuned.
     """
 
     run_id: str
@@ -75,6 +79,7 @@ class Run:
     manifest: dict[str, Any]
     folder: Path
     reference: bool = False
+    tuned: dict[str, str] | None = None
 
     @property
     def row(self) -> str:
@@ -165,10 +170,11 @@ def _get(manifest: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def setting_label(dataset: str, protocol: str, split: str) -> str:
-    """``synthetic`` for the default leak-free test replay, else e.g. ``synthetic [paper protocol]``."""
+def setting_label(dataset: str, protocol: str, split: str, tuned: bool = False) -> str:
+    """``synthetic`` for the default leak-free test replay, else e.g. ``synthetic [paper protocol, tuned]``."""
     extra = [f"{protocol} protocol"] if protocol != "leakfree" else []
     extra += [f"{split} split"] if split != "test" else []
+    extra += ["tuned"] if tuned else []
     return f"{dataset} [{', '.join(extra)}]" if extra else dataset
 
 
@@ -183,10 +189,11 @@ def to_run(manifest: dict[str, Any], batches: pl.DataFrame, folder: Path) -> Run
     label = strategy.get("label", config["strategy"])
     if reference:
         label = MODELS[config["model"]].describe(config.get("pretrain") or {})  # type: ignore[attr-defined]
+    tuned = config.get("tuned")  # absent from manifests made before `melonbench tune`
     return Run(
         run_id=manifest["run_id"],
         dataset=config["dataset"],
-        setting=setting_label(config["dataset"], config["protocol"], config["split"]),
+        setting=setting_label(config["dataset"], config["protocol"], config["split"], tuned is not None),
         model=config["model"],
         strategy=config["strategy"],
         label=label,
@@ -197,6 +204,7 @@ def to_run(manifest: dict[str, Any], batches: pl.DataFrame, folder: Path) -> Run
         manifest=manifest,
         folder=folder,
         reference=reference,
+        tuned=None if tuned is None else {str(k): str(v) for k, v in tuned},
     )
 
 
@@ -210,7 +218,7 @@ def to_failure(record: dict[str, Any], folder: Path) -> Failure:
     return Failure(
         run_id=record["run_id"],
         dataset=config["dataset"],
-        setting=setting_label(config["dataset"], config["protocol"], config["split"]),
+        setting=setting_label(config["dataset"], config["protocol"], config["split"], config.get("tuned") is not None),
         model=config["model"],
         strategy=config["strategy"],
         label=(
