@@ -99,7 +99,10 @@ class RichTuneHooks(TuneHooks):
     @contextlib.contextmanager
     def task(self, task: Task) -> Iterator[RunHooks]:
         """Bars for one task (pre-training epochs, meta-model batches, replayed batches), removed when it ends."""
-        hooks = _TaskHooks(self.progress, f"{task.kind} seed {task.config.seed}")
+        settings = (
+            describe(task.config.strategy_params) if task.kind != "pretrain" and task.config.strategy_params else ""
+        )
+        hooks = _TaskHooks(self.progress, f"seed {task.config.seed}" + (f", {settings}" if settings else ""))
         try:
             yield hooks
         finally:
