@@ -295,7 +295,9 @@ def _print_summary(outcomes: list) -> None:
 def tune(
     dataset: Dataset = "synthetic",
     model: Model = "bpr",
-    strategy: Annotated[str, typer.Option("--strategy", "-s", help="Strategy to tune (registry name).")] = "default",
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", "-s", help="Strategy to tune (default: the model's default).")
+    ] = None,
     budget: Annotated[
         int, typer.Option(help="Most trials (points of the search space); the default settings are always one.")
     ] = 16,
@@ -323,6 +325,7 @@ def tune(
     from melonbench.pipeline.progress import RichTuneHooks
     from melonbench.pipeline.tune import TuneConfig
     from melonbench.pipeline.tune import tune as run_tune
+    from melonbench.strategies import default_strategy
 
     if list_:
         _print_spaces()
@@ -330,7 +333,7 @@ def tune(
     base = RunConfig(
         dataset=dataset,
         model=model,
-        strategy=strategy,
+        strategy=strategy or default_strategy(model),
         device=device,
         batch_size=batch_size,
         n_negatives=negatives,

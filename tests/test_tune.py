@@ -191,7 +191,9 @@ def test_tuned_runs_record_their_values_and_the_report_marks_them(home, tmp_path
     results = tmp_path / "results"
     tuning = tune(TuneConfig(base=BASE, budget=3, seeds=1, results=results))
     chosen = tuning.record["chosen"]["settings"]
-    grid = ReproduceConfig(base=BASE, models=("bpr",), strategies=("default", "frozen"), seeds=1, results=results)
+    grid = ReproduceConfig(
+        base=BASE, models=("bpr",), strategies=("default", "frozen"), references=("pop",), seeds=1, results=results
+    )
     published = reproduce(dataclasses.replace(grid, out=tmp_path / "published"))
     tuned = reproduce(dataclasses.replace(grid, tuned=True, out=tmp_path / "tuned"))
 
@@ -199,14 +201,15 @@ def test_tuned_runs_record_their_values_and_the_report_marks_them(home, tmp_path
     assert manifests["default"]["config"]["tuned"] == [[k, v] for k, v in chosen.items()]
     assert manifests["default"]["strategy"]["config"]["lr"] == float(chosen["lr"])
     assert manifests["default"]["tuning"]["budget"] == 3 and manifests["default"]["tuning"]["values"] == chosen
-    assert manifests["frozen"]["config"]["tuned"] == []
+    assert manifests["frozen"]["config"]["tuned"] == [] and manifests["count"]["config"]["tuned"] == []
     assert {o.run_id for o in tuned.runs}.isdisjoint({o.run_id for o in published.runs})  # tuned: another run
 
     runs = load_runs(results)
-    assert sorted(r.setting for r in runs) == ["synthetic", "synthetic", "synthetic [tuned]", "synthetic [tuned]"]
+    assert sorted(r.setting for r in runs) == ["synthetic"] * 3 + ["synthetic [tuned]"] * 3  # pop in both blocks
     report = build_report(runs, "full")
     table = next(t for t in report.tables if t.key == "tuned")
     rows = {row[2].text: [c.text for c in row] for row in table.rows}
+    assert sorted(rows) == ["Default", "Frozen"]  # a reference without learning is no strategy to tune
     hr = {
         (o.manifest["config"]["strategy"], bool(o.manifest["config"].get("tuned") is not None)): o.manifest["summary"][
             "full_hr@5"

@@ -17,8 +17,11 @@ from melonbench.strategies.space import describe
 
 
 def tuned_settings(runs: list[Run], rankings: tuple[str, ...]) -> Table | None:
-    """One row per tuned (setting, model, strategy); None when no run is tuned."""
-    tuned = [r for r in runs if r.tuned is not None]
+    """One row per tuned (setting, model, strategy); None when no strategy run is tuned.
+
+    The references without learning (``pop``, ``recent-pop``) have nothing to tune and no row here.
+    """
+    tuned = [r for r in runs if r.tuned is not None and not r.reference]
     if not tuned:
         return None
     cells, labels = group(runs), labels_of(runs)

@@ -32,6 +32,7 @@ class Count(Strategy):
     supports = frozenset({"pop", "recent-pop"})
     incompatibility = "it only advances the counts of a reference recommender without learnable parameters"
     Config = CountConfig
+    space = ()  # counting has no settings (recent-pop's window W is the model's, set with `--window`)
 
     @torch.no_grad()
     def online_step(self, batch: Batch, history: History) -> torch.Tensor:
