@@ -71,7 +71,6 @@ def test_rows_touched_twice_sum_steps_in_paper_and_average_in_reference(variant,
     with torch.no_grad():
         model.user_emb.weight.copy_(torch.tensor([[1.0, 2.0], [0.0, 0.0], [0.0, 0.0]]))
         model.item_emb.weight.copy_(torch.tensor([[0.0, 0.0], [0.5, 0.0], [0.0, 1.0], [1.0, 1.0]]))
-        model.user_bias.weight.zero_()
         model.item_bias.weight.zero_()
     strategy = build_strategy("melon-i", model, (("variant", variant),), 0)
     with torch.no_grad():
@@ -186,7 +185,7 @@ def test_learning_rate_matrix_of_a_real_batch_has_the_rank_the_method_allows(
     melon.online_step(batch, history)
     w = melon.captured_lr
     if layout == "slots":
-        assert w.shape == (256, 3 * 17)  # user, positive, negative × (16 + bias)
+        assert w.shape == (256, 16 + 2 * 17)  # user (16), positive and negative × (16 + item bias)
     # SVD in float64 so that its own rounding does not blur a structural rank of 1 (rank-1 rows then give
     # σ2/σ1 ≈ 1e-12); with the 9,000+ columns of the params layout, MeLON's σ2/σ1 ≈ 1e-3 is below the runner's
     # float32 tolerance max(B, P)·ε ≈ 1e-3, so that tolerance would call it rank 1: we state 1e-6 instead.
@@ -201,8 +200,9 @@ def test_ncf_capture_has_row_and_capped_dense_columns():
     strategy = build_strategy("melon", model, (("capture_dense", "100"),), 0)
     strategy.capture_lr = True
     strategy.online_step(online_batches(stream, history, count=1)[0], history)
-    # dim 8: user_gmf, user_mlp, user_bias = 17 per id; three ids (user, positive, negative) → 51 row columns
-    assert strategy.captured_lr.shape == (32, 51 + 100)
+    # dim 8: user_gmf, user_mlp = 16 for the user; item_gmf, item_mlp, item_bias = 17 for each of the positive and
+    # the negative → 50 row columns
+    assert strategy.captured_lr.shape == (32, 50 + 100)
     assert torch.isfinite(strategy.captured_lr).all()
 
 

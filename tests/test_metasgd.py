@@ -16,8 +16,7 @@ from melonbench.strategies.mwnet import lookahead_batch
 def bpr_mean_gradient(p: dict[str, torch.Tensor], users, pos, neg) -> dict[str, torch.Tensor]:
     """∇ of (1/n) Σ softplus(s_j − s_i) for BPR, by hand, one interaction at a time (no autograd).
 
-    With c = σ(s_j − s_i): ∂/∂e_u = c (e_j − e_i), ∂/∂e_i = −c e_u, ∂/∂e_j = c e_u, ∂/∂b_i = −c, ∂/∂b_j = c,
-    ∂/∂b_u = 0 (b_u cancels in the difference).
+    With c = σ(s_j − s_i): ∂/∂e_u = c (e_j − e_i), ∂/∂e_i = −c e_u, ∂/∂e_j = c e_u, ∂/∂b_i = −c, ∂/∂b_j = c.
     """
     eu, ei, bi = p["user_emb.weight"], p["item_emb.weight"], p["item_bias.weight"]
     grad = {k: torch.zeros_like(v) for k, v in p.items()}
@@ -74,11 +73,11 @@ def test_captured_learning_rate_matrix_has_identical_rows_and_rank_one(model_nam
         history.advance(len(batch))
     batch = batches[-1]
     w = strat.captured_lr
-    # Columns by hand: the distinct users' rows and the distinct items' (positive ∪ negative) rows, each
-    # (dim 8 + bias 1) wide for BPR; NCF adds a second embedding per side and its 13,641 dense weights.
+    # Columns by hand: the distinct users' rows (dim 8) and the distinct items' (positive ∪ negative) rows
+    # (dim 8 + item bias 1) for BPR; NCF adds a second embedding per side and its 13,641 dense weights.
     n_users = torch.unique(batch.users).numel()
     n_items = torch.unique(torch.cat([batch.items, batch.negatives])).numel()
-    columns = 9 * (n_users + n_items) if model_name == "bpr" else 17 * (n_users + n_items) + 13641
+    columns = 8 * n_users + 9 * n_items if model_name == "bpr" else 16 * n_users + 17 * n_items + 13641
     assert w.shape == (len(batch), columns)
     assert torch.equal(w, w[:1].expand_as(w))  # every row is α / n
     expected = strat.alpha["user_emb.weight" if model_name == "bpr" else "user_gmf.weight"][

@@ -39,14 +39,13 @@ def test_bpr_scores_by_hand() -> None:
     with torch.no_grad():
         model.user_emb.weight.copy_(torch.tensor([[1.0, 2.0], [0.5, -1.0]]))
         model.item_emb.weight.copy_(torch.tensor([[3.0, 0.0], [1.0, 1.0], [-2.0, 4.0]]))
-        model.user_bias.weight.copy_(torch.tensor([[0.1], [-0.2]]))
         model.item_bias.weight.copy_(torch.tensor([[0.0], [1.0], [-1.0]]))
-    # user 0: items 2, 1 -> (-2 + 8) + 0.1 - 1 = 5.1 and (1 + 2) + 0.1 + 1 = 4.1
-    # user 1: items 0, 2 -> 1.5 - 0.2 + 0 = 1.3 and (-1 - 4) - 0.2 - 1 = -6.2
+    # user 0: items 2, 1 -> (-2 + 8) - 1 = 5 and (1 + 2) + 1 = 4
+    # user 1: items 0, 2 -> 1.5 + 0 = 1.5 and (-1 - 4) - 1 = -6
     scores = model.score(torch.tensor([0, 1]), torch.tensor([[2, 1], [0, 2]]))
-    assert scores.flatten().tolist() == pytest.approx([5.1, 4.1, 1.3, -6.2])
-    # user 1, item 1: (0.5 - 1) - 0.2 + 1 = 0.3
-    assert model.score_all(torch.tensor([1])).flatten().tolist() == pytest.approx([1.3, 0.3, -6.2])
+    assert scores.flatten().tolist() == pytest.approx([5.0, 4.0, 1.5, -6.0])
+    # user 1, item 1: (0.5 - 1) + 1 = 0.5
+    assert model.score_all(torch.tensor([1])).flatten().tolist() == pytest.approx([1.5, 0.5, -6.0])
     # BPR loss softplus(s_neg - s_pos): (pos 2, neg 1) -> log(1 + e^-1); (pos 1, neg 2) -> log(1 + e^1)
     loss = model.bpr_loss(torch.tensor([0, 0]), torch.tensor([2, 1]), torch.tensor([1, 2]))
     assert loss.tolist() == pytest.approx([math.log1p(math.exp(-1.0)), math.log1p(math.exp(1.0))], rel=1e-6)
@@ -55,13 +54,13 @@ def test_bpr_scores_by_hand() -> None:
 def test_ncf_matches_a_plain_neumf_forward() -> None:
     model = _model("ncf")
     users, items = torch.tensor([0, 4, 8]), torch.tensor([[1, 2, 22], [0, 0, 5], [7, 3, 11]])
-    # the textbook form: concatenate the MLP embeddings, run the layers, concatenate with GMF, fuse, add biases
+    # the textbook form: concatenate the MLP embeddings, run the layers, concatenate with GMF, fuse, add the item bias
     u, i = users.unsqueeze(1).expand_as(items), items
     h = torch.cat((model.user_mlp(u), model.item_mlp(i)), dim=-1)
     for layer in model.mlp:
         h = F.relu(layer(h))
     fused = model.fusion(torch.cat((model.user_gmf(u) * model.item_gmf(i), h), dim=-1)).squeeze(-1)
-    expected = fused + model.user_bias(u).squeeze(-1) + model.item_bias(i).squeeze(-1)
+    expected = fused + model.item_bias(i).squeeze(-1)
     torch.testing.assert_close(model.score(users, items), expected, rtol=1e-5, atol=1e-6)
 
 

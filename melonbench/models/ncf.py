@@ -1,7 +1,8 @@
-"""NCF / NeuMF (He et al., WWW 2017): a GMF tower and an MLP tower fused by a linear layer, plus biases.
+"""NCF / NeuMF (He et al., WWW 2017): a GMF tower and an MLP tower fused by a linear layer, plus an item bias.
 
-``s(u, i) = w_g · (p_u ⊙ q_i) + w_m · MLP([p'_u, q'_i]) + b + b_u + b_i`` with separate embeddings for the two
-towers. The MLP has ReLU after every layer (the paper's setting: 128 → 64 → 64 → 64 → 64).
+``s(u, i) = w_g · (p_u ⊙ q_i) + w_m · MLP([p'_u, q'_i]) + b + b_i`` with separate embeddings for the two
+towers. No user bias, as in BPR (``models.bpr``): under the BPR loss it has a zero gradient and it changes no
+ranking. The MLP has ReLU after every layer (the paper's setting: 128 → 64 → 64 → 64 → 64).
 
 Initialisation: embedding and bias tables N(0, 0.01²) as the reference code; the linear layers keep PyTorch's
 default (Kaiming-uniform weights, uniform biases), because N(0, 0.01²) weights in a four-layer tower shrink its
@@ -50,7 +51,6 @@ class NCF(Recommender):
         self.item_gmf = normal_embedding(n_items, dim)
         self.user_mlp = normal_embedding(n_users, dim)
         self.item_mlp = normal_embedding(n_items, dim)
-        self.user_bias = normal_embedding(n_users, 1)
         self.item_bias = normal_embedding(n_items, 1)
         sizes = (2 * dim, *self.layers)
         self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
@@ -80,7 +80,7 @@ class NCF(Recommender):
         gmf = ((self.user_gmf(users) * w_gmf).unsqueeze(1) * self.item_gmf(items)).sum(-1)  # [B, C]
         h = (self.user_mlp(users) @ w_u.T + b).unsqueeze(1) + self.item_mlp(items) @ w_i.T  # [B, C, H1]
         out = self._tower(h, gmf)
-        return out + self.user_bias(users) + self.item_bias(items).squeeze(-1)
+        return out + self.item_bias(items).squeeze(-1)
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         """Score every item; the item half of the first MLP layer is computed once for the whole catalogue.
@@ -101,10 +101,10 @@ class NCF(Recommender):
             ],
             dim=1,
         )
-        return out + self.user_bias(users) + self.item_bias.weight.T
+        return out + self.item_bias.weight.T
 
     def user_tables(self) -> dict[str, nn.Embedding]:
-        return {"user_gmf": self.user_gmf, "user_mlp": self.user_mlp, "user_bias": self.user_bias}
+        return {"user_gmf": self.user_gmf, "user_mlp": self.user_mlp}
 
     def item_tables(self) -> dict[str, nn.Embedding]:
         return {"item_gmf": self.item_gmf, "item_mlp": self.item_mlp, "item_bias": self.item_bias}

@@ -46,8 +46,19 @@ class Checkpoint:
 
 
 def checkpoint_key(dataset_fingerprint: str, model: str, config: PretrainConfig, seed: int) -> str:
-    """Content hash of everything that determines the pre-trained weights."""
-    return config_hash("recommender", dataset_fingerprint, model, config, seed, __version__)
+    """Content hash of everything that determines the pre-trained weights, the model's tables included."""
+    return config_hash(
+        "recommender", dataset_fingerprint, model, config, seed, __version__, architecture(model, config)
+    )
+
+
+def architecture(model: str, config: PretrainConfig) -> dict[str, list[int]]:
+    """The model's parameter names and shapes for one user and one item, built on the meta device (no memory, no
+    random draws): in the checkpoint key, so that a checkpoint of an older layout (e.g. one with the user bias that
+    BPR and NCF no longer have) is never loaded, but pre-trained again under a new key."""
+    with torch.device("meta"):
+        net = build_model(model, 1, 1, dim=config.dim)
+    return {name: list(p.shape) for name, p in net.state_dict().items()}
 
 
 def init_model(model: str, stream: Stream, config: PretrainConfig, seed: int) -> Recommender:

@@ -31,7 +31,7 @@ Deviations from the original, stated:
 
 - The original retrains on a whole period's data for several epochs; online, a period is one batch of 256 and ŵ_t
   gets ``fit_steps`` Adam steps (default 1, the per-batch update budget of the other strategies).
-- BPR's bias tables are not embeddings (width 1; the transfer CNN is defined on D-dimensional rows): they are
+- BPR's item-bias table is not an embedding (width 1; the transfer CNN is defined on D-dimensional rows): it is
   fitted in step 1 together with ŵ_t and taken as fitted, without a transfer.
 - The original pre-trains on its own sequence of periods; here the pre-training part is replayed in batches in time
   order, like every meta strategy of this benchmark.

@@ -4,8 +4,8 @@ Layout of the touched parameters of an interaction x = (u, i, j) (u user, i posi
 
 - **row columns** ``C``: for every user table of the recommender (in ``user_tables()`` order) its row of u, then
   for every item table (in ``item_tables()`` order) its row of i then its row of j; the coordinates of each row
-  in order. BPR: ``user_emb[u] (64) | user_bias[u] (1) | item_emb[i] (64) | item_emb[j] (64) | item_bias[i] |
-  item_bias[j]`` = 195 columns.
+  in order. BPR: ``user_emb[u] (64) | item_emb[i] (64) | item_emb[j] (64) | item_bias[i] | item_bias[j]`` = 194
+  columns.
 - **dense columns** ``P``: every dense parameter (``dense_parameters()`` order) flattened. NCF: 20,865.
 
 Never a Python loop over interactions: BPR-MF in closed form, any other recommender with ``torch.func``.
@@ -141,15 +141,14 @@ def bpr_closed_form(theta: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.
     """BPR-MF losses and per-interaction gradients in closed form, on the row columns of :func:`table_slots`.
 
     With Δ = s_j − s_i and ℓ = softplus(Δ), dℓ/dΔ = σ(Δ): ∂ℓ/∂e_u = σ(Δ)(e_j − e_i), ∂ℓ/∂e_i = −σ(Δ) e_u,
-    ∂ℓ/∂e_j = σ(Δ) e_u, ∂ℓ/∂b_i = −σ(Δ), ∂ℓ/∂b_j = σ(Δ), and ∂ℓ/∂b_u = 0 (the user bias cancels in Δ).
+    ∂ℓ/∂e_j = σ(Δ) e_u, ∂ℓ/∂b_i = −σ(Δ), ∂ℓ/∂b_j = σ(Δ).
     """
     d = dim
-    e_u, b_u = theta[:, :d], theta[:, d : d + 1]
-    e_i, e_j = theta[:, d + 1 : 2 * d + 1], theta[:, 2 * d + 1 : 3 * d + 1]
-    b_i, b_j = theta[:, 3 * d + 1 : 3 * d + 2], theta[:, 3 * d + 2 : 3 * d + 3]
+    e_u, e_i, e_j = theta[:, :d], theta[:, d : 2 * d], theta[:, 2 * d : 3 * d]
+    b_i, b_j = theta[:, 3 * d : 3 * d + 1], theta[:, 3 * d + 1 : 3 * d + 2]
     delta = (e_u * (e_j - e_i)).sum(1, keepdim=True) + b_j - b_i  # [n, 1]
     s = torch.sigmoid(delta)
-    grads = torch.cat([s * (e_j - e_i), torch.zeros_like(b_u), -s * e_u, s * e_u, -s, s], dim=1)
+    grads = torch.cat([s * (e_j - e_i), -s * e_u, s * e_u, -s, s], dim=1)
     return F.softplus(delta[:, 0]), grads
 
 
@@ -180,7 +179,7 @@ def per_sample(model: Recommender, layout: list[TableSlots], users, pos, neg) ->
     """Losses and per-interaction gradients of every parameter the interactions touch (no Python loop)."""
     theta, ids = gather_rows(layout, users, pos, neg)
     dense_theta = flat_dense(model)
-    if model.name == "bpr" and [t.name for t in layout] == ["user_emb", "user_bias", "item_emb", "item_bias"]:
+    if model.name == "bpr" and [t.name for t in layout] == ["user_emb", "item_emb", "item_bias"]:
         losses, grads = bpr_closed_form(theta, layout[0].dim)
         dense_grads = theta.new_zeros(theta.shape[0], 0)
     else:

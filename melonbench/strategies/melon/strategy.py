@@ -37,6 +37,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
@@ -213,9 +214,8 @@ class Melon(Strategy):
     def _compact(self) -> bool:
         """Whether the look-ahead computes only the rows B_t reads: in ``paper`` the other rows are thrown away
         unread, and each rate depends on its own pair only, so the meta-gradient is the same. The ablations' rates
-        are cheap and keep the plain path; so do models whose user and item sides differ in width (one call)."""
-        widths = {cols.shape[0] // group[0].slots for group, cols in self._side_columns}
-        return self.config.variant == "paper" and self.mode == "full" and len(widths) == 1
+        are cheap and keep the plain path."""
+        return self.config.variant == "paper" and self.mode == "full"
 
     def _lookahead_rows(self, touched: Touched, h: torch.Tensor, needed: list[torch.Tensor]) -> dict:
         """Look-ahead tables, exact on the rows flagged in ``needed`` (one ``Bool[rows]`` per side); other rows as
@@ -230,12 +230,16 @@ class Melon(Strategy):
             sides.append(
                 (group, ids.reshape(-1)[block], x, touched.theta[x[:, None], col], touched.grads[x[:, None], col])
             )
-        # both sides as one role-network call ([k, width] blocks, equal widths: see _compact)
+        # both sides as one role-network call ([k, width] blocks; a narrower side, such as the users' side with no
+        # bias table, is padded with zero columns whose rates are dropped)
+        width = max(s[3].shape[1] for s in sides)
         x = torch.cat([s[2] for s in sides])
-        theta, grads = torch.cat([s[3] for s in sides]), torch.cat([s[4] for s in sides])
+        theta = torch.cat([F.pad(s[3], (0, width - s[3].shape[1])) for s in sides])
+        grads = torch.cat([F.pad(s[4], (0, width - s[4].shape[1])) for s in sides])
         gates = torch.sigmoid(self._logits(h[x], theta, touched.losses[x], grads, self._row_work))
         tables = {}
         for (group, rows, _, _, grads), side_gates in zip(sides, gates.split([s[2].shape[0] for s in sides])):
+            side_gates = side_gates[:, : grads.shape[1]]
             lr, forget = side_gates[..., 0], side_gates[..., 1]
             ones = torch.ones_like(rows, dtype=lr.dtype)
             tables.update(split_side(group, self._aggregate(group, rows[:, None], lr * grads, forget, ones)))
