@@ -71,6 +71,30 @@ class _Csr:
         valid = back < count.unsqueeze(1)
         return torch.where(valid, lookup(self.other, idx), 0), valid
 
+    def sample(self, ids: torch.Tensor, k: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Up to ``k`` partners of each id before the cursor, drawn uniformly without replacement (all of them when
+        there are at most ``k``), most recent first, and a validity mask.
+
+        Robert Floyd's algorithm, run for every id at once: for s = 0 .. k − 1, with j = count − k + s, draw t
+        uniformly in 0 .. j and take j instead when t is already taken; this gives every k-subset of the ``count``
+        partners the same probability. Fixed shapes (``[B, k]`` draws per call whatever the counts), no host
+        synchronisation.
+        """
+        start = lookup(self.start, ids)
+        count = lookup(self.end, ids) - start  # [B]
+        back = torch.arange(k, device=ids.device)  # [K]
+        # 62 random bits modulo j + 1: the bias (< count / 2**62) is far below anything measurable
+        raw = torch.randint(0, 1 << 62, (ids.shape[0], k), generator=gen, device=ids.device)
+        chosen = torch.full_like(raw, -1)  # offsets into the id's partners, in time order
+        for s in range(k):
+            j = count - k + s
+            t = raw[:, s] % (j + 1).clamp(min=1)
+            chosen[:, s] = torch.where((chosen == t.unsqueeze(1)).any(1), j, t)
+        chosen = torch.where((count <= k).unsqueeze(1), torch.where(back < count.unsqueeze(1), back, -1), chosen)
+        chosen = torch.sort(chosen, dim=1, descending=True).values  # most recent first, invalid (-1) last
+        valid = chosen >= 0
+        return torch.where(valid, lookup(self.other, start.unsqueeze(1) + chosen.clamp(min=0)), 0), valid
+
     def last_position(self, ids: torch.Tensor) -> torch.Tensor:
         """Position of each id's last interaction before the cursor, or -1 if it has none."""
         end = lookup(self.end, ids)
@@ -285,6 +309,21 @@ class History:
             User ids (0 where invalid) and the validity mask.
         """
         return self._by_item.recent(items, self.neighbours)
+
+    def sampled_user_neighbours(
+        self, users: torch.Tensor, k: int, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Items of up to ``k`` interactions of each user before the cursor, drawn uniformly without replacement
+        from all of them (MeLON's "sample up to 10 neighbours"), most recent first; shapes as
+        :meth:`user_neighbours` with ``K = k``. ``gen`` is the only source of randomness."""
+        return self._by_user.sample(users, k, gen)
+
+    def sampled_item_neighbours(
+        self, items: torch.Tensor, k: int, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Users of up to ``k`` interactions of each item before the cursor, drawn as in
+        :meth:`sampled_user_neighbours`."""
+        return self._by_item.sample(items, k, gen)
 
     def _first_position(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """First position of each pair (users[b], items[b, c]) in the stream, or ``n_interactions`` if it never

@@ -8,6 +8,7 @@ from melonbench.strategies.space import Axis
 
 VARIANTS = ("paper", "reference")
 LAYOUTS = ("slots", "params")
+NEIGHBOUR_SAMPLING = ("recent", "sample")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,7 +18,8 @@ class MelonConfig:
     meta_epochs: int = 3  # passes over the pre-training part; paper: 100 (kept small for cost, docs/melon.md)
     hidden: int = 32  # size of h_x; paper silent (reference code: 20, used by variant=reference)
     role_hidden: int = 16  # size of h_{x,m}; paper silent (reference code: 20, used by variant=reference)
-    neighbours: int = 10  # sampled neighbours per side, paper Sec. 4.1
+    neighbours: int = 10  # neighbours per side, paper Sec. 4.1 ("up to 10")
+    neighbour_sampling: str = "recent"  # "recent": the most recent ones; "sample": uniform, seeded (the paper's)
     lr_bias_low: float = -5.0  # learning-rate gate bias ~ U(low, high): reference code
     lr_bias_high: float = -4.0
     forget_bias_low: float = 4.0  # forget gate bias ~ U(low, high): reference code

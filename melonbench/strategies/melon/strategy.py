@@ -10,7 +10,7 @@ Per online batch B_t (Algorithm 1, Eq. 14–16), with φ the meta-model:
 3. **update** on B_t with the new φ, from θ_t, touching only the parameters each interaction uses.
 
 Rates (Eq. 8–12): ``w_{x,m}, f_{x,m} = σ(a_x + b_{x,m} + c)``, the fused gate split into an interaction part
-``a_x = V h_x`` (h_x: graph attention over up to 10 recent neighbours of u and of i, on the detached recommender
+``a_x = V h_x`` (h_x: graph attention over up to 10 neighbours of u and of i, on the detached recommender
 embeddings) and a role part ``b_{x,m} = U h_{x,m}`` with ``h_{x,m} = MLP([θ_m, prep ℓ_x, prep ∇_{θ_m}ℓ_x])``.
 Per-interaction gradients: closed form for BPR-MF, ``torch.func.vmap(grad)`` otherwise (see ``grads``);
 NCF's dense weights get a rate per (interaction, weight) pair, computed in chunks of ``chunk`` pairs, each one
@@ -22,6 +22,8 @@ Choices where the paper is silent (see docs/melon.md):
   of their forget rates, θ ← f̄ θ − Σ_x w g (summing forget rates would shrink a shared weight to its opposite);
 - gate biases start as the reference code's (lr ≈ σ(−4.5) ≈ 0.011..0.018, forget ≈ 0.98..0.998);
 - h_x for B^last interactions uses the neighbours before the current batch (not before each interaction);
+- the neighbours are the 10 most recent ones by default, where the paper samples up to 10
+  (``neighbour_sampling="sample"``: uniform without replacement, from the strategy's own seeded generator);
 - the look-ahead's negatives are drawn among items that exist at the current batch.
 
 ``variant="reference"`` reproduces the released code where it differs: role input [prep ℓ̄_batch, prep ∇] with
@@ -47,7 +49,7 @@ from melonbench.online.seeding import derive_seed, generator
 from melonbench.strategies.base import Strategy, lookahead_batch, padded_lookahead_batch
 from melonbench.strategies.melon import fused as melon_fused
 from melonbench.strategies.melon.capture import capture
-from melonbench.strategies.melon.config import LAYOUTS, SPACE, VARIANTS, MelonConfig
+from melonbench.strategies.melon.config import LAYOUTS, NEIGHBOUR_SAMPLING, SPACE, VARIANTS, MelonConfig
 from melonbench.strategies.melon.grads import (
     TableSlots,
     Touched,
@@ -84,6 +86,10 @@ class Melon(Strategy):
             raise MelonbenchError(f"melon variant must be one of {', '.join(VARIANTS)}, got '{config.variant}'")
         if config.capture_layout not in LAYOUTS:
             raise MelonbenchError(f"capture_layout must be one of {', '.join(LAYOUTS)}, got '{config.capture_layout}'")
+        if config.neighbour_sampling not in NEIGHBOUR_SAMPLING:
+            raise MelonbenchError(
+                f"neighbour_sampling must be one of {', '.join(NEIGHBOUR_SAMPLING)}, got '{config.neighbour_sampling}'"
+            )
         device = next(model.parameters()).device
         self.layout: list[TableSlots] = table_slots(model)
         self._side_columns = side_columns(self.layout, device)
@@ -100,6 +106,7 @@ class Melon(Strategy):
         mlp = self.mode == "full" and self.phi.role.second is not None and bool(model.dense_parameters())  # paper, NCF
         self.fused = melon_fused.wanted(config.fused_role and mlp, device, config.role_hidden)  # in the manifest
         self.generator = generator(seed, f"{self.name}-lookahead-negatives", device)
+        self.neighbour_generator = generator(seed, f"{self.name}-neighbours", device)  # neighbour_sampling=sample
         # scratch memory for the role network's [pairs, R] activations, reused batch after batch (not state)
         self._row_work, self._dense_work = Workspace(self.phi.gate_bias), Workspace(self.phi.gate_bias)
 
@@ -196,7 +203,13 @@ class Melon(Strategy):
         last = padded_lookahead_batch(history, batch, self.generator, self.config.graph_bucket)
         if last is None:
             return None
-        last_neighbours = self._neighbours(history, last[0], last[1]) or ()
+        users, items, size = last[0], last[1], last[0].shape[0]
+        if self.config.neighbour_sampling == "sample":  # the eager step's draws: for the M real rows, then padding
+            m = int(last[3].sum())
+            last_neighbours = self._neighbours(history, users[:m], items[:m]) or ()
+            last_neighbours = tuple(torch.cat([t, t.new_zeros(size - m, *t.shape[1:])]) for t in last_neighbours)
+        else:
+            last_neighbours = self._neighbours(history, users, items) or ()
         now = self._neighbours(history, batch.users, batch.items) or ()
         return (batch.users, batch.items, batch.negatives, *last, *last_neighbours, *now)
 
@@ -247,11 +260,14 @@ class Melon(Strategy):
 
     # ---- rates and their application --------------------------------------------------------------------------
     def _neighbours(self, history: History, users: torch.Tensor, items: torch.Tensor) -> tuple | None:
-        """The recent neighbours h_x attends to, ``(user_nb, user_mask, item_nb, item_mask)`` ``[n, K]`` each
-        (None for melon-p, which has no interaction input)."""
+        """The neighbours h_x attends to, ``(user_nb, user_mask, item_nb, item_mask)`` ``[n, K]`` each: the K most
+        recent ones, or K drawn uniformly (``neighbour_sampling``). None for melon-p (no interaction input)."""
         if self.phi.encoder is None:
             return None
         k = self.config.neighbours
+        if self.config.neighbour_sampling == "sample":
+            gen = self.neighbour_generator
+            return (*history.sampled_user_neighbours(users, k, gen), *history.sampled_item_neighbours(items, k, gen))
         user_nb, user_mask = history.user_neighbours(users)
         item_nb, item_mask = history.item_neighbours(items)
         return user_nb[:, :k], user_mask[:, :k], item_nb[:, :k], item_mask[:, :k]
@@ -378,11 +394,16 @@ class Melon(Strategy):
         load_optimizer_state(self.optimizer, state["optimizer"], self._graphed)
 
     def state_dict(self) -> dict:
-        return {**self.meta_state_dict(), "generator": self.generator.get_state()}
+        return {
+            **self.meta_state_dict(),
+            "generator": self.generator.get_state(),
+            "neighbour_generator": self.neighbour_generator.get_state(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.load_meta_state_dict(state)
         self.generator.set_state(state["generator"])
+        self.neighbour_generator.set_state(state["neighbour_generator"])
 
 
 class MelonI(Melon):
