@@ -39,6 +39,7 @@ def sample_negatives(
     *,
     exclude: Exclude = "before",
     exist_positions: torch.Tensor | None = None,
+    allow_missing: bool = False,
 ) -> torch.Tensor:
     """Draw ``n`` distinct negatives per interaction.
 
@@ -58,16 +59,19 @@ def sample_negatives(
         Draw among items that appeared before these positions instead of before ``positions`` (e.g. the end of
         the pre-training part, for pre-training negatives at the very start of the stream, where few items exist
         yet). The user's history is still cut at ``positions``.
+    allow_missing : bool
+        Fill the row of an interaction with fewer than ``n`` eligible items with −1 instead of raising (the other
+        rows' draws are the same either way).
 
     Returns
     -------
     Long[B, n]
-        Row ``b`` holds ``n`` distinct eligible items in random order.
+        Row ``b`` holds ``n`` distinct eligible items in random order (or −1s, see ``allow_missing``).
 
     Raises
     ------
     DataError
-        If some interaction has fewer than ``n`` eligible items.
+        If some interaction has fewer than ``n`` eligible items (unless ``allow_missing``).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -78,7 +82,7 @@ def sample_negatives(
     for lo in range(0, users.shape[0], ROW_CHUNK):
         rows = slice(lo, lo + ROW_CHUNK)
         out[rows] = _sample_rows(
-            history, users[rows], positives[rows], positions[rows], exist_at[rows], n, generator, exclude
+            history, users[rows], positives[rows], positions[rows], exist_at[rows], n, generator, exclude, allow_missing
         )
     return out
 
@@ -92,10 +96,19 @@ def sample_training_negatives(
     *,
     exclude: Exclude = "before",
     exist_positions: torch.Tensor | None = None,
+    allow_missing: bool = False,
 ) -> torch.Tensor:
     """One negative per interaction (``Long[B]``) under the rule of :func:`sample_negatives`."""
     return sample_negatives(
-        history, users, positives, positions, 1, generator, exclude=exclude, exist_positions=exist_positions
+        history,
+        users,
+        positives,
+        positions,
+        1,
+        generator,
+        exclude=exclude,
+        exist_positions=exist_positions,
+        allow_missing=allow_missing,
     )[:, 0]
 
 
@@ -108,13 +121,22 @@ def _sample_rows(
     n: int,
     generator: torch.Generator,
     exclude: Exclude,
+    allow_missing: bool = False,
 ) -> torch.Tensor:
     """One rejection round for every row, then an exact refill of the rows it left short."""
     out, complete = _rejection_round(history, users, positives, positions, exist_at, n, generator, exclude)
     if not bool(complete.all()):
         short = (~complete).nonzero().squeeze(1)
         out[short] = _exact_draw(
-            history, users[short], positives[short], positions[short], exist_at[short], n, generator, exclude
+            history,
+            users[short],
+            positives[short],
+            positions[short],
+            exist_at[short],
+            n,
+            generator,
+            exclude,
+            allow_missing,
         )
     return out
 
@@ -167,8 +189,10 @@ def _exact_draw(
     n: int,
     generator: torch.Generator,
     exclude: Exclude,
+    allow_missing: bool = False,
 ) -> torch.Tensor:
-    """Draw from each row's full eligibility mask: the top ``n`` of uniform keys over eligible items."""
+    """Draw from each row's full eligibility mask: the top ``n`` of uniform keys over eligible items (−1s for a row
+    with fewer than ``n`` eligible items, with ``allow_missing``)."""
     out = torch.empty(users.shape[0], n, dtype=torch.long, device=users.device)
     step = max(1, MASK_BUDGET // history.n_items)
     for lo in range(0, users.shape[0], step):
@@ -177,7 +201,7 @@ def _exact_draw(
         eligible = history.exists_mask(exist_at[rows]) & ~history.user_items_mask(users[rows], cut)
         eligible.scatter_(1, positives[rows].unsqueeze(1), False)
         counts = eligible.sum(1)
-        if bool((counts < n).any()):
+        if not allow_missing and bool((counts < n).any()):
             bad = int((counts < n).nonzero()[0, 0])
             raise DataError(
                 f"Cannot draw {n} distinct negative{'s' if n > 1 else ''} for the interaction at stream position "
@@ -185,5 +209,6 @@ def _exact_draw(
                 f"eligible (appeared before it, not the positive, not in the user's history); use fewer negatives"
             )
         keys = torch.rand(eligible.shape, generator=generator, device=users.device)
-        out[rows] = torch.where(eligible, keys, -1.0).topk(n, dim=1).indices
+        drawn = torch.where(eligible, keys, -1.0).topk(n, dim=1).indices
+        out[rows] = torch.where((counts < n).unsqueeze(1), -1, drawn)
     return out

@@ -84,6 +84,7 @@ class RunHooks:
     def meta_batch(self, epoch: int, done: int, total: int) -> None: ...
     def start(self, total: int, done: int) -> None: ...
     def advance(self, done: int, running_hr5: float) -> None: ...
+    def note(self, message: str) -> None: ...
 
 
 def resolve_device(name: str) -> torch.device:
@@ -318,7 +319,14 @@ def _run(
     if strategy.meta:
         attempt.stage = "meta pre-training"
         meta_key = load_or_train_meta(
-            strategy, config.settings(), stream, checkpoint.key, config.seed, config.batch_size, hooks.meta_batch
+            strategy,
+            config.settings(),
+            stream,
+            checkpoint.key,
+            config.seed,
+            config.batch_size,
+            hooks.meta_batch,
+            hooks.note,
         )
     strategy.capture_lr = config.capture_lr_every > 0
     attempt.stage = "replay"

@@ -51,6 +51,9 @@ class RichHooks(RunHooks):
             self.meta_task = self.progress.add_task("meta-model pre-training", total=total, info="")
         self.progress.update(self.meta_task, completed=done, info=f"epoch {epoch}")
 
+    def note(self, message: str) -> None:
+        self.console.print(f"[yellow]{message}[/yellow]")
+
     def start(self, total: int, done: int) -> None:
         self.replay_task = self.progress.add_task(self.label, total=total, completed=done, info="")
 

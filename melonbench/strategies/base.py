@@ -85,7 +85,9 @@ class Strategy(abc.ABC):
         """One meta-model pre-training step (meta strategies only); see ``melonbench.pipeline.meta_pretrain``.
 
         Called on a throw-away copy of the pre-trained recommender, in time order over the pre-training part,
-        so the same look-ahead → meta step → update sequence as online applies. Returns per-interaction losses.
+        so the same look-ahead → meta step → update sequence as online applies. A meta strategy must return the
+        batch's per-interaction losses ``Float[B]`` (as :meth:`online_step`): meta pre-training stops with a
+        :class:`~melonbench.core.errors.DivergenceError` when their mean is not finite.
         """
         return None
 
