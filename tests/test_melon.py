@@ -50,9 +50,11 @@ def test_vectorised_per_sample_gradients_equal_a_per_interaction_loop(model_name
     touched = per_sample(model, table_slots(model), users, pos, neg)
     rows, dense = loop_gradients(model, users, pos, neg)
     expected_losses = model.bpr_loss(users, pos, neg).detach()
-    assert torch.allclose(touched.losses, expected_losses, atol=1e-6)
-    assert torch.allclose(touched.grads, rows, atol=1e-6)
-    assert torch.allclose(touched.dense_grads, dense, atol=1e-6)
+    # float32, losses and gradients up to ≈ 9 here: rounding reaches a few 1e-6 (measured 2.9e-6), so the
+    # tolerance is 1e-6 of the largest value compared
+    for got, want in ((touched.losses, expected_losses), (touched.grads, rows), (touched.dense_grads, dense)):
+        scale = float(want.abs().max()) if want.numel() else 0.0
+        assert torch.allclose(got, want, rtol=0, atol=1e-6 * max(1.0, scale))
     assert rows.abs().max() > 1e-3  # the comparison looks at real gradients
 
 
