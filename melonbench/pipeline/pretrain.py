@@ -56,8 +56,9 @@ def architecture(model: str, config: PretrainConfig) -> dict[str, list[int]]:
     """The model's parameter names and shapes for one user and one item, built on the meta device (no memory, no
     random draws): in the checkpoint key, so that a checkpoint of an older layout (e.g. one with the user bias that
     BPR and NCF no longer have) is never loaded, but pre-trained again under a new key."""
+    cls = lookup("model", model, MODELS)
     with torch.device("meta"):
-        net = build_model(model, 1, 1, dim=config.dim)
+        net = cls(1, 1, **cls.config_kwargs(config))
     return {name: list(p.shape) for name, p in net.state_dict().items()}
 
 
