@@ -194,7 +194,14 @@ def meta_pretrain_only(config: RunConfig, hooks: RunHooks | None = None) -> str 
         stream = Stream.from_frame(dataset.interactions, device)
         strategy = build_strategy(config.strategy, checkpoint.model, config.settings(), config.seed)
         return load_or_train_meta(
-            strategy, config.settings(), stream, checkpoint.key, config.seed, config.batch_size, hooks.meta_batch
+            strategy,
+            config.settings(),
+            stream,
+            checkpoint.key,
+            config.seed,
+            config.batch_size,
+            hooks.meta_batch,
+            hooks.note,
         )
 
 
