@@ -26,7 +26,8 @@ One online batch B_t (Algorithm 1 of the paper's appendix; docs/melon.md, "What 
    - h_{x,m} (Eq. 11) = two ReLU layers on ``[θ_m, prep ℓ_x, prep ∂ℓ_x/∂θ_m]`` (prep: Andrychowicz et al., p = 10);
 
    then ``θ̃_m = mean_x f_{x,m} · θ_m − Σ_x w_{x,m} ∂ℓ_x/∂θ_m`` over the interactions x that touch θ_m (θ̃_m = θ_m
-   where none does), differentiable in φ. The gradients are taken at θ_t, one autograd call per interaction.
+   where none does), differentiable in φ; with ``average`` (the ``paper-mean`` variant) the steps' sum is divided
+   by the number of those interactions. The gradients are taken at θ_t, one autograd call per interaction.
 3. **Meta step** (Eq. 15): ``L = (1/n) Σ_{x∈B_t} ℓ_x(θ̃)``, its gradient with respect to φ, one Adam step
    (lr 1e-3, β = (0.9, 0.999), ε = 1e-8, bias-corrected; a parameter L does not reach is left alone).
 4. **Update** (Eq. 16): the same rule on B_t with φ_{t+1}, from θ_t, written into the recommender.
@@ -90,14 +91,19 @@ class MelonOracle:
         The strategy's meta-model: its parameters are copied by name (``self.phi``); nothing else of it is used.
     mode : {"full", "i", "p"}
         MeLON, MeLON_I or MeLON_P.
+    average : bool
+        Average a parameter's steps over the interactions that touch it (``paper-mean``) instead of summing them
+        (``paper``, Eq. 5 as written).
     """
 
-    def __init__(self, model, meta: torch.nn.Module, mode: str = "full", lr: float = 1e-3, neighbours: int = 10):
+    def __init__(
+        self, model, meta: torch.nn.Module, mode: str = "full", lr: float = 1e-3, neighbours: int = 10, average=False
+    ):
         self.model = copy.deepcopy(model)
         dtype = next(self.model.parameters()).dtype
         self.phi = {n: p.detach().to(dtype).clone().requires_grad_() for n, p in meta.named_parameters()}
         self.adam = {n: [0, torch.zeros_like(p), torch.zeros_like(p)] for n, p in self.phi.items()}  # t, m, v
-        self.mode, self.lr, self.k = mode, lr, neighbours
+        self.mode, self.lr, self.k, self.average = mode, lr, neighbours, average
         self.names = [n for n, _ in self.model.named_parameters()]
         self.user_tables = [f"{n}.weight" for n in self.model.user_tables()]
         self.item_tables = [f"{n}.weight" for n in self.model.item_tables()]
@@ -160,6 +166,8 @@ class MelonOracle:
                 step = step + touched * rate[:, 0] * grad
                 forget = forget + touched * rate[:, 1]
                 count = count + touched
+            if self.average:
+                step = step / count.clamp(min=1)
             new = torch.where(count > 0, forget / count.clamp(min=1) * flat - step, flat)
         out, start = {}, 0
         for name in self.names:

@@ -78,16 +78,17 @@ def float64_valid(monkeypatch):
     monkeypatch.setattr(melon_strategy, "padded_lookahead_batch", cast)
 
 
-def compare_with_oracle(name: str, model_name: str, path: str, batches: int = 3) -> None:
+def compare_with_oracle(name: str, model_name: str, path: str, batches: int = 3, variant: str = "paper-mean") -> None:
     stream, model = tiny_setup(model_name)
-    strategy = build_strategy(name, model, (), 0)
+    strategy = build_strategy(name, model, (("variant", variant),), 0)
     dtype = next(model.parameters()).dtype
     calls = []
     if path == "fixed-shape":
         strategy._graphed.enabled = True  # as on a GPU; on the CPU the wrapper runs the fixed-shape step as it is
         fn = strategy._graphed.fn
         strategy._graphed.fn = lambda *inputs: calls.append(len(inputs)) or fn(*inputs)
-    oracle = MelonOracle(copy.deepcopy(model).double(), strategy.phi, mode=strategy.mode)
+    average = variant == "paper-mean"
+    oracle = MelonOracle(copy.deepcopy(model).double(), strategy.phi, mode=strategy.mode, average=average)
     phi_start = {n: p.detach().clone() for n, p in strategy.phi.named_parameters()}
     theta_start = {n: p.detach().clone() for n, p in model.named_parameters()}
     history = History(stream.users, stream.items, stream.n_users, stream.n_items, cursor=stream.pretrain_end)
@@ -114,35 +115,42 @@ def compare_with_oracle(name: str, model_name: str, path: str, batches: int = 3)
     assert max(float((p.detach() - theta_start[n]).abs().max()) for n, p in model.named_parameters()) > 1e-3
 
 
+VARIANTS = ["paper-mean", "paper"]  # steps averaged per parameter (the default) or summed (Eq. 5 as written)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("model_name", ["bpr", "ncf"])
 @pytest.mark.parametrize("compact", [True, False])
-def test_eager_melon_equals_the_oracle(float64, monkeypatch, model_name, compact):
+def test_eager_melon_equals_the_oracle(float64, monkeypatch, model_name, compact, variant):
     if not compact:  # the look-ahead on every row B_t^last touches
         monkeypatch.setattr(Melon, "_compact", property(lambda self: False))
     else:
         assert build_strategy("melon", tiny_setup(model_name)[1], (), 0)._compact  # the default path
-    compare_with_oracle("melon", model_name, "eager")
+    compare_with_oracle("melon", model_name, "eager", variant=variant)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("model_name", ["bpr", "ncf"])
 @pytest.mark.parametrize("name", ["melon", "melon-i", "melon-p"])
-def test_fixed_shape_melon_equals_the_oracle(float64, monkeypatch, model_name, name):
+def test_fixed_shape_melon_equals_the_oracle(float64, monkeypatch, model_name, name, variant):
     float64_valid(monkeypatch)
-    compare_with_oracle(name, model_name, "fixed-shape")
+    compare_with_oracle(name, model_name, "fixed-shape", variant=variant)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("model_name", ["bpr", "ncf"])
 @pytest.mark.parametrize("name", ["melon-i", "melon-p"])
-def test_eager_ablations_equal_the_oracle(float64, model_name, name):
-    compare_with_oracle(name, model_name, "eager")
+def test_eager_ablations_equal_the_oracle(float64, model_name, name, variant):
+    compare_with_oracle(name, model_name, "eager", variant=variant)
 
 
-def test_fused_melon_equals_the_oracle(monkeypatch):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fused_melon_equals_the_oracle(monkeypatch, variant):
     pytest.importorskip("triton")
     monkeypatch.setattr(melon_fused, "DEVICES", ("cuda", "cpu"))  # the interpreter runs the kernels on the CPU
     monkeypatch.setattr(melon_fused, "ROWS", 16)  # B_t^last's rows over several row blocks
     calls = []
     apply = melon_fused.FusedDenseStep.apply
     monkeypatch.setattr(melon_fused.FusedDenseStep, "apply", lambda *a: calls.append(1) or apply(*a))
-    compare_with_oracle("melon", "ncf", "fused")
+    compare_with_oracle("melon", "ncf", "fused", variant=variant)
     assert len(calls) == 6  # the look-ahead and the update of each of the three batches

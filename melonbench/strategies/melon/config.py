@@ -6,14 +6,17 @@ import dataclasses
 
 from melonbench.strategies.space import Axis
 
-VARIANTS = ("paper", "reference")
+VARIANTS = ("paper-mean", "paper", "reference")
 LAYOUTS = ("slots", "params")
 NEIGHBOUR_SAMPLING = ("recent", "sample")
 
 
 @dataclasses.dataclass(frozen=True)
 class MelonConfig:
-    variant: str = "paper"  # "paper" (the equations) or "reference" (the released code); docs/melon.md
+    # "paper-mean" (the paper's networks, a parameter's steps averaged over the interactions that touch it: the
+    # default, stable on real data), "paper" (Eq. 5 as written: steps summed; diverges on Grocery) or "reference"
+    # (the released code); docs/melon.md, "The variants" and "Stability on real data"
+    variant: str = "paper-mean"
     meta_lr: float = 1e-3  # paper, Algorithm 1 (Adam)
     meta_epochs: int = 3  # passes over the pre-training part; paper: 100 (kept small for cost, docs/melon.md)
     hidden: int = 32  # size of h_x; paper silent (reference code: 20, used by variant=reference)
@@ -30,6 +33,16 @@ class MelonConfig:
     cuda_graphs: bool = True  # on CUDA, replay each batch's steps as a CUDA graph (docs/melon.md; no effect on CPU)
     graph_bucket: int = 0  # with cuda_graphs: B^last padded to a multiple of this (0: to 2|B_t|, one graph)
     fused_role: bool = True  # on CUDA with Triton, the role network over dense pairs in two kernels (docs/melon.md)
+
+    @property
+    def networks(self) -> str:
+        """The meta-model's networks: the paper's (``paper``, ``paper-mean``) or the released code's."""
+        return "reference" if self.variant == "reference" else "paper"
+
+    @property
+    def averaged(self) -> bool:
+        """Whether a parameter's steps are averaged over the interactions that touch it (else summed, Eq. 5)."""
+        return self.variant != "paper"
 
 
 SPACE = (Axis("meta_lr", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),)

@@ -277,9 +277,9 @@ class MetaModel(nn.Module):
         super().__init__()
         ref = config.variant == "reference"
         hidden = 20 if ref else config.hidden
-        self.encoder = InteractionEncoder(user_dim, item_dim, hidden, config.variant) if mode != "p" else None
+        self.encoder = InteractionEncoder(user_dim, item_dim, hidden, config.networks) if mode != "p" else None
         self.gate_x = nn.Linear(hidden, 2, bias=False) if mode != "p" else None
-        self.role = RoleNet(20 if ref else config.role_hidden, config.variant) if mode != "i" else None
+        self.role = RoleNet(20 if ref else config.role_hidden, config.networks) if mode != "i" else None
         low = torch.tensor([config.lr_bias_low, config.forget_bias_low])
         high = torch.tensor([config.lr_bias_high, config.forget_bias_high])
         self.gate_bias = nn.Parameter(low + (high - low) * torch.rand(2, generator=generator_))

@@ -4,9 +4,9 @@ Per online batch B_t (Algorithm 1, Eq. 14–16), with φ the meta-model:
 
 1. **look-ahead** on B_t^last (the previous interaction of each user and item of B_t, one fresh training negative
    each): θ̃_m = f̄_m θ_m − Σ_x w_{x,m} ∇_{θ_m}ℓ_x for every parameter the interactions touch, differentiable in φ
-   (``paper``: only for the rows B_t reads, the others being thrown away unread: same meta-gradient, less work);
+   (only for the rows B_t reads, the others being thrown away unread: same meta-gradient, less work);
 2. **meta step**: φ ← Adam(1e-3) on (1/n) Σ_{x∈B_t} ℓ_x(θ̃) (``torch.func.functional_call`` on substituted
-   tables: the recommender's own tensors are never modified by the look-ahead in the ``paper`` variant);
+   tables: the recommender's own tensors are never modified by the look-ahead, but in ``reference``);
 3. **update** on B_t with the new φ, from θ_t, touching only the parameters each interaction uses.
 
 Rates (Eq. 8–12): ``w_{x,m}, f_{x,m} = σ(a_x + b_{x,m} + c)``, the fused gate split into an interaction part
@@ -17,9 +17,16 @@ NCF's dense weights get a rate per (interaction, weight) pair, computed in chunk
 autograd node (``parts.DenseStep``) that recomputes its activations in the backward pass so that memory
 stays bounded (with ``fused_role`` on CUDA: all at once, in two Triton kernels, ``fused``).
 
+Variants (``variant``; docs/melon.md, "The variants" and "Stability on real data"):
+- ``paper``: a parameter touched by several interactions gets the **sum** of their gradient steps, Eq. 5 as
+  written, and the **mean** of their forget rates, θ ← f̄ θ − Σ_x w g (summing forget rates would shrink a shared
+  weight to its opposite). On Grocery its meta pre-training diverges for every seed: the meta-model drives the
+  rates to σ ≈ 1 within about 60 batches, and a row that 40–200 interactions of a batch touch then moves by as
+  many gradient steps at once;
+- ``paper-mean`` (the default): the same networks and equations, the steps **averaged** over the interactions
+  that touch the parameter, θ ← f̄ θ − mean_x w g (the released code's aggregation); stable on the same data.
+
 Choices where the paper is silent (see docs/melon.md):
-- a parameter touched by several interactions gets the **sum** of their gradient steps (Eq. 5) and the **mean**
-  of their forget rates, θ ← f̄ θ − Σ_x w g (summing forget rates would shrink a shared weight to its opposite);
 - gate biases start as the reference code's (lr ≈ σ(−4.5) ≈ 0.011..0.018, forget ≈ 0.98..0.998);
 - h_x for B^last interactions uses the neighbours before the current batch (not before each interaction);
 - the neighbours are the 10 most recent ones by default, where the paper samples up to 10
@@ -112,7 +119,7 @@ class Melon(Strategy):
 
     @property
     def selective(self) -> bool:  # type: ignore[override]
-        return self.config.variant == "paper"
+        return self.config.variant != "reference"  # the released code keeps the look-ahead on B^last's own rows
 
     # ---- the three steps --------------------------------------------------------------------------------------
     def online_step(self, batch: Batch, history: History) -> torch.Tensor:
@@ -191,7 +198,7 @@ class Melon(Strategy):
     # ---- the same steps at fixed shapes, for CUDA graphs ---------------------------------------------------------
     def _graphs_apply(self, history: History) -> bool:
         """Whether this batch goes through :meth:`_padded_step` (replayed as a CUDA graph): ``cuda_graphs`` on a
-        CUDA device, the ``paper`` variant (the reference code's BatchNorm would see the padding), no capture."""
+        CUDA device, not the ``reference`` variant (its BatchNorm would see the padding), no capture."""
         return self._graphed.enabled and self.selective and history.cursor > 0 and not self.capture_lr
 
     def _padded_inputs(self, batch: Batch, history: History) -> tuple[torch.Tensor, ...] | None:
@@ -225,10 +232,10 @@ class Melon(Strategy):
 
     @property
     def _compact(self) -> bool:
-        """Whether the look-ahead computes only the rows B_t reads: in ``paper`` the other rows are thrown away
-        unread, and each rate depends on its own pair only, so the meta-gradient is the same. The ablations' rates
-        are cheap and keep the plain path."""
-        return self.config.variant == "paper" and self.mode == "full"
+        """Whether the look-ahead computes only the rows B_t reads: outside ``reference`` the other rows are thrown
+        away unread, and each rate depends on its own pair only, so the meta-gradient is the same. The ablations'
+        rates are cheap and keep the plain path."""
+        return self.config.variant != "reference" and self.mode == "full"
 
     def _lookahead_rows(self, touched: Touched, h: torch.Tensor, needed: list[torch.Tensor]) -> dict:
         """Look-ahead tables, exact on the rows flagged in ``needed`` (one ``Bool[rows]`` per side); other rows as
@@ -321,7 +328,8 @@ class Melon(Strategy):
             yield group, touched.ids[self.layout.index(group[0])], cols
 
     def _aggregate(self, group: list[TableSlots], ids, steps, forget, valid) -> torch.Tensor:
-        """``f̄ θ − Σ w g`` (or the mean step, reference) on the rows ``ids`` touch, other rows as they are, for the
+        """``f̄ θ − Σ w g`` (``paper``) or ``f̄ θ − mean w g`` (``paper-mean``, ``reference``) on the rows ``ids``
+        touch, the mean over the interactions that touch the row; other rows as they are, for the
         side's tables side by side: ``[rows, Σ dim]``. ``steps`` and ``forget`` are ``[n, slots × Σ dim]``."""
         n, slots = ids.shape
         flat = ids.reshape(-1)
@@ -331,7 +339,7 @@ class Melon(Strategy):
         count = torch.zeros(weight.shape[0], 1, device=weight.device).index_add(0, flat, v)
         step = torch.zeros_like(weight).index_add(0, flat, v * steps.reshape(-1, width))
         keep = torch.zeros_like(weight).index_add(0, flat, v * forget.reshape(-1, width)) / count.clamp_min(1)
-        if self.config.variant == "reference":
+        if self.config.averaged:
             step = step / count.clamp_min(1)
         return torch.where(count > 0, keep * weight - step, weight)
 
@@ -341,7 +349,7 @@ class Melon(Strategy):
         if theta.numel() == 0:
             return theta
         n_valid = valid.sum().clamp_min(1)
-        mean = self.config.variant == "reference"
+        mean = self.config.averaged  # every interaction touches every dense weight: the mean over the batch
         if self.mode == "p":
             g_batch = valid @ grads  # [P]
             gates = torch.sigmoid(self._logits(None, theta[None], loss_in, g_batch[None]))[0]  # [P, 2]
