@@ -14,7 +14,11 @@
 #   end_to_end  only where polars and platformdirs import (carried as wheels in .whl/, see below): the product
 #               on CUDA, twice from scratch (`melonbench prepare synthetic`, then `run -s melon -m ncf`,
 #               pre-training included), and whether the two runs' per-batch metrics are bit-identical;
-#   parity      CPU-vs-CUDA agreement and run-to-run repeatability of MeLON and S²Meta (cuda_parity.py).
+#   parity      CPU-vs-CUDA agreement and run-to-run repeatability of MeLON and S²Meta (cuda_parity.py);
+#   agreement   only where polars and platformdirs import and .agreement/cpu was carried: the issue-16 grid (Grocery,
+#               every strategy, BPR and NCF, 2 seeds) replayed on CUDA beside the CPU runs made before the call,
+#               test HR@5 per device and their difference (device_agreement.py). Make the CPU side first:
+#                   python benchmarks/device_agreement.py --root .agreement --devices cpu --home-from ~/.cache/melonbench
 #
 # Run from the repository root on the device machine, whose python3 has PyTorch (all but end_to_end import nothing of
 # melonbench that needs polars or platformdirs, see tests/test_benchmark_imports.py):
@@ -124,4 +128,14 @@ fi
 if want parity; then
     timeout 60 python3 benchmarks/cuda_parity.py --device "$device" --steps 3 --strategies melon,s2meta \
         --models bpr,ncf 2>&1 | tee "$out/parity_$device.txt"
+fi
+
+# agreement: same seed on the CPU (carried, finished runs are not redone) and on this device: test HR@5 within 0.01?
+if ! want agreement; then
+    :
+elif [ -d .agreement/cpu ] && python3 -c "import polars, platformdirs" 2>/dev/null; then
+    timeout 540 python3 benchmarks/device_agreement.py --root .agreement --devices "cpu,$device" \
+        2>&1 | tee "$out/agreement_$device.txt"
+else
+    echo "agreement: skipped (no .agreement/cpu carried, or polars/platformdirs missing)" | tee "$out/agreement_$device.txt"
 fi

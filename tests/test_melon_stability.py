@@ -56,7 +56,8 @@ def largest_row_norms(settings: tuple[tuple[str, str], ...]) -> list[float]:
         positions = torch.arange(lo, lo + SIZE)
         users, items = stream.users[lo : lo + SIZE], stream.items[lo : lo + SIZE]
         negatives = sample_negatives(history, users, items, positions, 1, negatives_gen)[:, 0]
-        strategy.online_step(Batch(index, "test", positions, users, items, stream.ts[lo : lo + SIZE], negatives), history)
+        batch = Batch(index, "test", positions, users, items, stream.ts[lo : lo + SIZE], negatives)
+        strategy.online_step(batch, history)
         history.advance(SIZE)
         rows = torch.cat([model.user_emb.weight, model.item_emb.weight]).detach()
         norms.append(float(rows.norm(dim=1).max()))
