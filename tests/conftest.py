@@ -15,6 +15,11 @@ import pytest
 # Triton kernels (melonbench/strategies/melon/fused.py) run in Triton's interpreter in the tests, on the CPU. Triton
 # reads this when it defines its own library functions, so it is set before anything imports Triton.
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# One CPU thread per test process (and per child process a test starts). The tests' tensors are tiny, so a second
+# thread only adds synchronisation, and on a loaded 2-core machine OpenMP's waiting threads burn the CPU that the
+# work needs (test_fixed_shape's S²Meta-NCF case: 39.5 s of CPU with two threads, 5.9 s with one). Set before
+# anything imports torch, which reads it once.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # CI clones the repository into a fresh folder with a copy of shared/ beside it, as in development.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -86,7 +86,9 @@ def test_fixed_shape_step_equals_the_eager_step(model_name, name):
     meta = meta_tensors(eager_s)
     for key, a in meta.items():
         assert a.shape == meta_tensors(fixed_s)[key].shape, key
-        assert torch.allclose(a, meta_tensors(fixed_s)[key], rtol=0, atol=1e-6), key
+        # The two paths sum in different orders: SML's transfer network differs by 8.5e-7 with two CPU threads and
+        # by 1.03e-6 with one (its fc2 weights after three Adam steps), rounding either way.
+        assert torch.allclose(a, meta_tensors(fixed_s)[key], rtol=0, atol=2e-6), key
     if meta:  # three meta steps moved the meta-model: the comparison is not of untouched values
         fresh = meta_tensors(build_strategy(name, tiny_model(model_name, stream), (), 0))
         assert max(float((meta[k] - v).abs().max()) for k, v in fresh.items() if v.shape == meta[k].shape) > 1e-5
