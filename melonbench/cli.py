@@ -3,26 +3,65 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
 
 from melonbench import __version__
-from melonbench.core.config import PrepareOptions, PretrainConfig, RunConfig
+from melonbench.core.config import CoreMode, Dedupe, PrepareOptions, PretrainConfig, Protocol, RunConfig, Split
 from melonbench.core.errors import MelonbenchError
 
 app = typer.Typer(
     name="melonbench",
     help="Benchmark online update strategies for recommender systems (MeLON, AAAI 2022, and its baselines).",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+
+
+def _choices(name: str, values: Iterable[str]) -> Any:
+    """A ``str`` Enum of ``values``: Typer lists them in ``--help`` and shell completion and refuses any other."""
+    return enum.Enum(name, [(v, v) for v in values], type=str)
+
+
+# Options with a fixed set of values. The registries (datasets, models, strategies) stay free names: they are
+# looked up with "did you mean", complete from the registry, and a new entry needs no change here.
+CoreModeChoice = _choices("CoreModeChoice", get_args(CoreMode))
+DedupeChoice = _choices("DedupeChoice", get_args(Dedupe))
+ProtocolChoice = _choices("ProtocolChoice", get_args(Protocol))
+SplitChoice = _choices("SplitChoice", get_args(Split))
+DeviceChoice = _choices("DeviceChoice", ("auto", "cpu", "cuda"))  # experiment.resolve_device
+RankingChoice = _choices("RankingChoice", ("full", "sampled", "both"))  # report.build.PROTOCOLS
+ObjectiveChoice = _choices("ObjectiveChoice", ("full", "sampled"))  # pipeline.tune.RANKINGS
+
+
+def _complete(kind: str) -> Callable[[str], list[str]]:
+    """Shell completion of a registry's names (imported only when a shell asks)."""
+
+    def complete(incomplete: str) -> list[str]:
+        if kind == "dataset":
+            from melonbench.data.registry import DATASETS as names
+        elif kind == "model":
+            from melonbench.models import MODELS as names
+        else:
+            from melonbench.strategies import STRATEGIES as names
+        return [name for name in names if name.startswith(incomplete)]
+
+    return complete
+
+
+def _out() -> Console:
+    """The console of a command's results (stdout). A table that a script or a log file reads stays whole: off a
+    terminal, rich would otherwise squeeze it to 80 columns (``strate…``); lines are then as long as they need."""
+    out = Console()
+    return out if out.is_terminal else Console(width=100_000)
 
 
 def _version(value: bool) -> None:
@@ -67,16 +106,20 @@ def _parse_params(items: list[str] | None) -> tuple[tuple[str, str], ...]:
 
 @app.command()
 def prepare(
-    dataset: Annotated[str, typer.Argument(help="Registry name (see `melonbench datasets`).")] = "synthetic",
+    dataset: Annotated[
+        str, typer.Argument(help="Registry name (see `melonbench datasets`).", autocompletion=_complete("dataset"))
+    ] = "synthetic",
     input: Annotated[
         list[Path] | None, typer.Option("--input", "-i", help="Local raw file(s) instead of downloading.")
     ] = None,
     core: Annotated[int, typer.Option(help="k of the k-core filter on users and items.")] = 20,
     core_mode: Annotated[
-        str,
+        CoreModeChoice,
         typer.Option(help="single: counts taken once on the de-duplicated input; iterative: to a fixpoint."),
-    ] = "single",
-    dedupe: Annotated[str, typer.Option(help="first: earliest repeat of a (user, item); keep: all.")] = "first",
+    ] = CoreModeChoice.single,
+    dedupe: Annotated[
+        DedupeChoice, typer.Option(help="first: earliest repeat of a (user, item); keep: all.")
+    ] = DedupeChoice.first,
     split: Annotated[
         str | None, typer.Option(help="pre-train:validation:test percentages, e.g. 80:2:18 (default: the dataset's).")
     ] = None,
@@ -92,15 +135,11 @@ def prepare(
     ] = None,
 ) -> None:
     """Download (or read --input), filter, order by time, split, and write Parquet plus a dataset card."""
-    if core_mode not in ("single", "iterative"):
-        raise MelonbenchError(f"--core-mode must be 'single' or 'iterative', got '{core_mode}'")
-    if dedupe not in ("first", "keep"):
-        raise MelonbenchError(f"--dedupe must be 'first' or 'keep', got '{dedupe}'")
     options = PrepareOptions(
         inputs=tuple(input or ()),
         core=core,
-        core_mode=core_mode,  # type: ignore[arg-type]
-        dedupe=dedupe,  # type: ignore[arg-type]
+        core_mode=core_mode.value,
+        dedupe=dedupe.value,
         split=_parse_split(split),
         force=force,
         name=name,
@@ -122,16 +161,43 @@ def datasets(
     from melonbench.data.catalog import print_card, print_catalog
 
     if show is None:
-        print_catalog(Console())
+        print_catalog(_out())
     else:
-        print_card(show, Console())
+        print_card(show, _out())
+
+
+@app.command()
+def strategies(
+    show: Annotated[
+        str | None,
+        typer.Option(
+            help="Print this strategy's settings (--set KEY=VALUE) with their defaults.",
+            autocompletion=_complete("strategy"),
+        ),
+    ] = None,
+) -> None:
+    """List the update strategies (label, models, meta-model, description) and the recommenders they run on."""
+    from melonbench.strategies.catalog import print_settings, print_strategies
+
+    if show is None:
+        print_strategies(_out())
+    else:
+        print_settings(show, _out())
 
 
 Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Prepared dataset name.")]
 Model = Annotated[
-    str, typer.Option("--model", "-m", help="Recommender: bpr or ncf; pop or recent-pop (references without learning).")
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Recommender: bpr or ncf; pop or recent-pop (references without learning); see `melonbench strategies`.",
+        autocompletion=_complete("model"),
+    ),
 ]
-Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
+Device = Annotated[
+    DeviceChoice, typer.Option(help="auto: CUDA when present (pick a GPU with CUDA_VISIBLE_DEVICES), else the CPU.")
+]
 Epochs = Annotated[int, typer.Option(help="Pre-training epochs (maximum; early stopping on validation HR@5).")]
 Lr = Annotated[float, typer.Option("--lr", help="Pre-training learning rate (Adam).")]
 WeightDecay = Annotated[
@@ -149,16 +215,16 @@ def pretrain(
     lr: Lr = 1e-3,
     weight_decay: WeightDecay = 0.0,
     patience: Patience = 10,
-    device: Device = "auto",
+    device: Device = DeviceChoice.auto,
     force: Annotated[bool, typer.Option(help="Pre-train again even if the checkpoint exists.")] = False,
 ) -> None:
     """Pre-train a recommender on the pre-training part (cached by content hash; `run` does this on demand)."""
     from melonbench.pipeline import experiment
-    from melonbench.pipeline.progress import RichHooks
+    from melonbench.pipeline.progress import progress_hooks
 
     config = PretrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience)
-    with RichHooks(console, "pre-training") as hooks:
-        ckpt = experiment.pretrain_only(dataset, model, config, seed, device, hooks=hooks, force=force)
+    with progress_hooks(console, f"{model} on {dataset}, seed {seed}") as hooks:
+        ckpt = experiment.pretrain_only(dataset, model, config, seed, device.value, hooks=hooks, force=force)
     best = ckpt.info.get("best_val_hr@5")
     console.print(
         f"checkpoint {ckpt.path}  (best epoch {ckpt.info.get('best_epoch')}, validation HR@5 "
@@ -173,16 +239,21 @@ def run(
     strategy: Annotated[
         str | None,
         typer.Option(
-            "--strategy", "-s", help="Update strategy (registry name; default: default, count for pop models)."
+            "--strategy",
+            "-s",
+            help="Update strategy (default: default; count for pop models); see `melonbench strategies`.",
+            autocompletion=_complete("strategy"),
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of this run.")] = 0,
     seeds: Annotated[int | None, typer.Option(help="Run seeds 0..N-1 instead of --seed.")] = None,
-    device: Device = "auto",
-    split: Annotated[str, typer.Option(help="validation (replay it alone) or test (validation, then test).")] = "test",
+    device: Device = DeviceChoice.auto,
+    split: Annotated[
+        SplitChoice, typer.Option(help="validation (replay it alone) or test (validation, then test).")
+    ] = SplitChoice.test,
     protocol: Annotated[
-        str, typer.Option(help="leakfree, or paper (the published setting, leaks included).")
-    ] = "leakfree",
+        ProtocolChoice, typer.Option(help="leakfree, or paper (the published setting, leaks included).")
+    ] = ProtocolChoice.leakfree,
     batch_size: Annotated[int, typer.Option(help="Online batch size.")] = 256,
     negatives: Annotated[int, typer.Option(help="Negatives per interaction of the sampled ranking.")] = 99,
     k: Annotated[list[int] | None, typer.Option("--k", help="Extra cut-off for HR/NDCG (5, 10, 20 always).")] = None,
@@ -205,7 +276,7 @@ def run(
 ) -> None:
     """Replay the online part prequentially (rank each batch, then update) and store per-batch results."""
     from melonbench.pipeline import experiment
-    from melonbench.pipeline.progress import RichHooks
+    from melonbench.pipeline.progress import progress_hooks
     from melonbench.pipeline.tune import tuned_config
     from melonbench.strategies import default_strategy
     from melonbench.strategies.space import describe
@@ -226,9 +297,9 @@ def run(
         model=model,
         strategy=strategy,
         seed=seed,
-        device=device,
-        split=split,  # type: ignore[arg-type]
-        protocol=protocol,  # type: ignore[arg-type]
+        device=device.value,
+        split=split.value,
+        protocol=protocol.value,
         batch_size=batch_size,
         n_negatives=negatives,
         ks=tuple(sorted({5, 10, 20, *(k or [])})),
@@ -249,7 +320,7 @@ def run(
     outcomes = []
     for config in configs:
         label = f"{config.strategy}/{config.model} seed {config.seed}"
-        with RichHooks(console, label) as hooks:
+        with progress_hooks(console, label) as hooks:
             outcomes.append(experiment.run_experiment(config, results, hooks, tuning=provenance))
     _print_summary(outcomes)
 
@@ -286,7 +357,7 @@ def _print_summary(outcomes: list) -> None:
             f("median_eval_s", ".5f"),
             out.status,
         )
-    Console().print(table)
+    _out().print(table)
     for out in outcomes:
         console.print(f"results: {out.path}", highlight=False, soft_wrap=True)
 
@@ -296,17 +367,25 @@ def tune(
     dataset: Dataset = "synthetic",
     model: Model = "bpr",
     strategy: Annotated[
-        str | None, typer.Option("--strategy", "-s", help="Strategy to tune (default: the model's default).")
+        str | None,
+        typer.Option(
+            "--strategy",
+            "-s",
+            help="Strategy to tune (default: the model's default).",
+            autocompletion=_complete("strategy"),
+        ),
     ] = None,
     budget: Annotated[
         int, typer.Option(help="Most trials (points of the search space); the default settings are always one.")
     ] = 16,
     seeds: Annotated[int, typer.Option(help="Seeds 0..N-1 per trial; the objective is their mean.")] = 2,
-    ranking: Annotated[str, typer.Option(help="Objective: validation HR@5 under full or sampled ranking.")] = "full",
+    ranking: Annotated[
+        ObjectiveChoice, typer.Option(help="Objective: validation HR@5 under full or sampled ranking.")
+    ] = ObjectiveChoice.full,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Fixed strategy setting key=value (not a searched one).")
     ] = None,
-    device: Device = "auto",
+    device: Device = DeviceChoice.auto,
     batch_size: Annotated[int, typer.Option(help="Online batch size.")] = 256,
     negatives: Annotated[int, typer.Option(help="Negatives per interaction of the sampled ranking.")] = 99,
     results: Annotated[Path | None, typer.Option(help="Result store (default $MELONBENCH_HOME/results).")] = None,
@@ -334,13 +413,13 @@ def tune(
         dataset=dataset,
         model=model,
         strategy=strategy or default_strategy(model),
-        device=device,
+        device=device.value,
         batch_size=batch_size,
         n_negatives=negatives,
         strategy_params=_parse_params(set_),
         pretrain=PretrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience),
     )
-    config = TuneConfig(base=base, budget=budget, seeds=seeds, ranking=ranking, results=results)
+    config = TuneConfig(base=base, budget=budget, seeds=seeds, ranking=ranking.value, results=results)
     with RichTuneHooks(console) as hooks:
         result = run_tune(config, hooks)
     _print_tuning(result, base)
@@ -357,7 +436,7 @@ def _print_spaces() -> None:
         table.add_column(col)
     for row in space_rows(STRATEGIES):
         table.add_row(*row)
-    Console().print(table)
+    _out().print(table)
 
 
 def _print_tuning(result, base: RunConfig) -> None:
@@ -381,7 +460,7 @@ def _print_tuning(result, base: RunConfig) -> None:
         table.add_row(
             describe(trial["settings"]), per_seed, mean, f"{trial['distance']:.2f}", "*" if i == chosen["trial"] else ""
         )
-    Console().print(table)
+    _out().print(table)
     console.print(
         f"{result.status}: {describe(chosen['settings'])} (validation HR@5 {chosen['score']:.4f}; default settings "
         f"{_score(chosen['default_score'])}); stored in {result.path}. `melonbench run ... --tuned` uses it.",
@@ -411,7 +490,9 @@ def report(
     latex: Annotated[bool, typer.Option("--latex", help="LaTeX (booktabs) instead of the terminal tables.")] = False,
     out: Annotated[Path | None, typer.Option(help="Write the Markdown/LaTeX to this file.")] = None,
     plots: Annotated[Path | None, typer.Option(help="Write the PNG figures into this folder.")] = None,
-    ranking: Annotated[str, typer.Option(help="Ranking of the tables: full, sampled or both.")] = "both",
+    ranking: Annotated[
+        RankingChoice, typer.Option(help="Ranking of the tables: full, sampled or both.")
+    ] = RankingChoice.both,
     bootstrap_seed: Annotated[int, typer.Option(help="Seed of the block-bootstrap intervals.")] = 0,
 ) -> None:
     """Tables (accuracy, ablation, time per batch, paired tests, protocol agreement) and figures from stored runs."""
@@ -422,13 +503,13 @@ def report(
     options = ReportOptions(
         results=results_dir,
         datasets=tuple(dataset or ()),
-        ranking=ranking,
+        ranking=ranking.value,
         format="markdown" if markdown else "latex" if latex else "terminal",
         out=out,
         plots=plots,
         bootstrap_seed=bootstrap_seed,
     )
-    make_report(options, Console())
+    make_report(options, _out())
 
 
 def _parse_names(text: str) -> tuple[str, ...]:
@@ -446,9 +527,13 @@ def reproduce(
     references: Annotated[
         str, typer.Option(help="Reference recommenders without learning, comma-separated, or 'none'.")
     ] = "pop,recent-pop",
-    protocol: Annotated[str, typer.Option(help="leakfree (default) or paper (the published setting).")] = "leakfree",
-    ranking: Annotated[str, typer.Option(help="Ranking of the report's tables: full, sampled or both.")] = "both",
-    device: Device = "auto",
+    protocol: Annotated[
+        ProtocolChoice, typer.Option(help="leakfree (default) or paper (the published setting).")
+    ] = ProtocolChoice.leakfree,
+    ranking: Annotated[
+        RankingChoice, typer.Option(help="Ranking of the report's tables: full, sampled or both.")
+    ] = RankingChoice.both,
+    device: Device = DeviceChoice.auto,
     capture_lr: Annotated[
         int, typer.Option(help="Store the learning-rate matrix of every N-th batch (0: off; Figure 4 needs it).")
     ] = 0,
@@ -479,14 +564,14 @@ def reproduce(
     """Run the paper's grid (models × strategies × seeds; finished runs are kept, interrupted ones resume, failed
     ones are recorded and the grid goes on), then write the report (Markdown, LaTeX, figures) and a summary.
     Exits with code 1 when a run of the grid failed."""
-    from melonbench.pipeline.progress import RichHooks
+    from melonbench.pipeline.progress import progress_hooks
     from melonbench.pipeline.reproduce import ReproduceConfig
     from melonbench.pipeline.reproduce import reproduce as run_grid
 
     base = RunConfig(
         dataset=dataset,
-        device=device,
-        protocol=protocol,  # type: ignore[arg-type]
+        device=device.value,
+        protocol=protocol.value,
         capture_lr_every=capture_lr,
         pretrain=PretrainConfig(epochs=epochs),
     )
@@ -496,14 +581,14 @@ def reproduce(
         strategies=None if strategies.strip() == "all" else _parse_names(strategies),
         references=() if references.strip() == "none" else _parse_names(references),
         seeds=seeds,
-        ranking=ranking,
+        ranking=ranking.value,
         results=results,
         out=out,
         settings=_parse_params(set_),
         retry_failed=retry_failed,
         tuned=tuned,
     )
-    result = run_grid(config, hooks=lambda label: RichHooks(console, label), console=console)
+    result = run_grid(config, hooks=lambda label: progress_hooks(console, label), console=console)
     if result.failures:
         raise typer.Exit(1)
 

@@ -146,7 +146,6 @@ def test_seeds_runs_seeds_zero_to_n_minus_one(captured):
         (["--set", "momentum=0.9"], "unknown setting 'momentum'"),
         (["--strategy", "frozen", "--set", "lr=0.1"], "unknown setting 'lr' for FrozenConfig; it takes no settings"),
         (["--set", "lr=fast"], "setting 'lr' expects float"),
-        (["--protocol", "sampled"], "--protocol must be leakfree or paper"),
         (["--strategy", "frozen", "--sparse-updates"], "--sparse-updates does not apply to 'frozen'"),
         (["--checkpoint-every", "0"], "--checkpoint-every must be at least 1, got 0"),
         (["--seeds", "0"], "--seeds must be at least 1 (it runs seeds 0..N-1), got 0"),

@@ -171,16 +171,27 @@ class Interrupt(RunHooks):
     def __init__(self, after: int):
         self.after = after
 
-    def advance(self, done, running_hr5):
+    def advance(self, done, split, running_hr5):
         if done >= self.after:
             raise KeyboardInterrupt
+
+
+class Record(RunHooks):
+    def __init__(self):
+        self.calls = []
+
+    def advance(self, done, split, running_hr5):
+        self.calls.append((done, split, running_hr5))
 
 
 def test_an_interrupted_run_resumes_to_the_identical_result(in_grocery, tmp_path):
     import polars as pl
 
     config = RunConfig(dataset="grocery", split="test", pretrain=PRETRAIN, checkpoint_every=10)
-    whole = run_experiment(config, tmp_path / "a")
+    progress = Record()
+    whole = run_experiment(config, tmp_path / "a", progress)
+    # What progress shows last is the summary table's sampled HR@5 (the interaction-weighted test mean), exactly.
+    assert progress.calls[-1][1:] == ("test", whole.manifest["summary"]["sampled_hr@5"])
     with pytest.raises(KeyboardInterrupt):
         # Raises at the flush after batch 30, i.e. after the checkpoint at batch 20.
         run_experiment(config, tmp_path / "b", Interrupt(after=25))

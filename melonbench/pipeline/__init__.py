@@ -2,4 +2,5 @@
 
 ``experiment`` runs one configuration (dataset, model, strategy, seed) end to end: the recommender's
 pre-training (``pretrain``), the strategy's meta pre-training (``meta_pretrain``), the replay and the run's
-files; ``reproduce`` runs a grid of them and reports it; ``progress`` draws a run's hooks on the terminal."""
+files; ``reproduce`` runs a grid of them and reports it; ``progress`` shows a run's hooks (a live bar on a terminal,
+time-stamped lines in a log)."""

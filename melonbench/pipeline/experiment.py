@@ -78,12 +78,16 @@ class _Attempt:
 
 
 class RunHooks:
-    """Callbacks for progress display; the defaults do nothing (library use, tests)."""
+    """Callbacks for progress display; the defaults do nothing (library use, tests).
+
+    ``advance(done, split, running_hr5)`` comes after every few replayed batches: ``done`` batches are replayed,
+    the last of them from ``split``, and ``running_hr5`` is :func:`progress_hr5` of the rows so far.
+    """
 
     def pretrain_epoch(self, epoch: int, loss: float, hr: float) -> None: ...
     def meta_batch(self, epoch: int, done: int, total: int) -> None: ...
     def start(self, total: int, done: int) -> None: ...
-    def advance(self, done: int, running_hr5: float) -> None: ...
+    def advance(self, done: int, split: str, running_hr5: float) -> None: ...
     def note(self, message: str) -> None: ...
 
 
@@ -391,7 +395,7 @@ def _run(
             if strategy.capture_lr:
                 rows[-1]["lr_rank"] = ranks.get(outcome.index)
         pending.clear()
-        hooks.advance(len(rows), float(np.mean([r["sampled_hr@5"] for r in rows])) if 5 in config.ks else float("nan"))
+        hooks.advance(len(rows), rows[-1]["split"], progress_hr5(rows))
 
     outcomes = replay(
         model,
@@ -512,6 +516,17 @@ def _row(outcome: BatchOutcome, values: np.ndarray, names: list[str], ts: np.nda
         row[count_column(group)] = int(row[count_column(group)])
     row.update(eval_s=outcome.eval_s, update_s=outcome.update_s, warmup=warmup)
     return row
+
+
+def progress_hr5(rows: list[dict[str, Any]]) -> float:
+    """The sampled HR@5 that progress shows: the run mean (interaction-weighted, as :func:`summarise`) over the
+    replayed batches of the split being replayed now, the last row's; after the last batch of the reported split it
+    equals the summary's ``sampled_hr@5``."""
+    split = rows[-1]["split"]
+    part = [r for r in rows if r["split"] == split]
+    if "sampled_hr@5" not in part[0]:
+        return float("nan")
+    return run_mean([r["sampled_hr@5"] for r in part], [r[weight_column("sampled_hr@5")] for r in part])
 
 
 def summarise(rows: list[dict[str, Any]], split: str, untimed: set[int] | None = None) -> dict[str, float]:

@@ -1,9 +1,16 @@
-"""Rich progress display for long commands (pre-training epochs, replayed batches, tuning trials)."""
+"""A run's progress for people and for log files: a live bar on a terminal, time-stamped lines anywhere else;
+and a tuning's trials (``RichTuneHooks``).
+
+Both show the same numbers for a run: pre-training epochs (loss, validation HR@5), meta-model pre-training epochs,
+and the replayed batches with the run mean of sampled HR@5 over the split being replayed so far
+(interaction-weighted, as the summary table computes it; at the last test batch it is the table's value).
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -14,8 +21,19 @@ from melonbench.pipeline.tune import Trial, TuneHooks
 from melonbench.strategies.space import describe
 
 
+def progress_hooks(console: Console, label: str) -> RichHooks | LogHooks:
+    """The live bar when ``console`` is a terminal (or a notebook), plain lines otherwise (a file, a pipe, CI)."""
+    if console.is_terminal or console.is_jupyter:
+        return RichHooks(console, label)
+    return LogHooks(console, label)
+
+
+def _hr5_text(split: str, hr5: float) -> str:
+    return f"sampled HR@5 ({split} so far) {hr5:.4f}"
+
+
 class RichHooks(RunHooks):
-    """Shows pre-training epochs and replay batches (batches/s, running sampled HR@5) on ``console``."""
+    """Shows pre-training epochs and replay batches (batches/s, the running sampled HR@5) on ``console``."""
 
     def __init__(self, console: Console, label: str) -> None:
         self.console = console
@@ -57,10 +75,75 @@ class RichHooks(RunHooks):
     def start(self, total: int, done: int) -> None:
         self.replay_task = self.progress.add_task(self.label, total=total, completed=done, info="")
 
-    def advance(self, done: int, running_hr5: float) -> None:
+    def advance(self, done: int, split: str, running_hr5: float) -> None:
         task = self.progress.tasks[self.replay_task]
         speed = task.speed or 0.0
-        self.progress.update(self.replay_task, completed=done, info=f"{speed:.1f} batch/s  HR@5 {running_hr5:.4f}")
+        info = f"{speed:.1f} batch/s  {_hr5_text(split, running_hr5)}"
+        self.progress.update(self.replay_task, completed=done, info=info)
+
+
+class LogHooks(RunHooks):
+    """One time-stamped line per pre-training epoch, per meta-model pre-training epoch, and every ``every`` replayed
+    batches (by default about every 5% of the replay) and the last, each printed when it happens.
+
+    Parameters
+    ----------
+    console : rich.console.Console
+        Where the lines go (the CLI's stderr).
+    label : str
+        What runs, at the start of every line (``default/bpr seed 0``).
+    every : int, optional
+        Replayed batches between two lines (default: a twentieth of the replay, at least 1).
+    clock : callable, optional
+        Seconds of a monotonic clock (the elapsed time of each line; replaced in the tests).
+    """
+
+    def __init__(
+        self, console: Console, label: str, every: int | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.console = console
+        self.label = label
+        self.every = every
+        self.clock = clock
+        self.started = clock()
+        self.replay_started = self.started
+        self.total = self.first = self.next = self.step = 0
+
+    def __enter__(self) -> LogHooks:
+        self.started = self.clock()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def _line(self, text: str) -> None:
+        elapsed = int(self.clock() - self.started)
+        stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S')} +{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}"
+        self.console.print(f"{stamp}  {self.label}: {text}", markup=False, highlight=False, soft_wrap=True)
+
+    def pretrain_epoch(self, epoch: int, loss: float, hr: float) -> None:
+        self._line(f"pre-training epoch {epoch}: loss {loss:.4f}, validation HR@5 {hr:.4f}")
+
+    def meta_batch(self, epoch: int, done: int, total: int) -> None:
+        if done == total:
+            self._line(f"meta-model pre-training epoch {epoch} done ({total} batches)")
+
+    def note(self, message: str) -> None:
+        self._line(message)
+
+    def start(self, total: int, done: int) -> None:
+        self.total, self.first, self.replay_started = total, done, self.clock()
+        self.step = self.every or max(1, total // 20)
+        self.next = (done // self.step + 1) * self.step
+        self._line(f"replay of {total} batches" + (f", resumed after batch {done - 1}" if done else "") + " started")
+
+    def advance(self, done: int, split: str, running_hr5: float) -> None:
+        if done < self.next and done < self.total:
+            return
+        self.next = (done // self.step + 1) * self.step
+        seconds = self.clock() - self.replay_started
+        speed = (done - self.first) / seconds if seconds > 0 else 0.0
+        self._line(f"batch {done}/{self.total} ({speed:.1f} batch/s), {_hr5_text(split, running_hr5)}")
 
 
 class RichTuneHooks(TuneHooks):
@@ -135,5 +218,5 @@ class _TaskHooks(RunHooks):
     def start(self, total: int, done: int) -> None:
         self.progress.update(self._bar(f"validation replay ({self.label})", total), completed=done)
 
-    def advance(self, done: int, running_hr5: float) -> None:
+    def advance(self, done: int, split: str, running_hr5: float) -> None:
         self.progress.update(self.bars[f"validation replay ({self.label})"], completed=done)

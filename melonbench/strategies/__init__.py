@@ -3,7 +3,8 @@
 ``base`` is the :class:`Strategy` contract (and B_t^last, shared by the look-ahead strategies); ``default``,
 ``frozen``, ``eals``, ``mwnet``, ``metasgd``, ``s2meta`` (its cell in ``s2meta_cell``), ``sml`` and the ``melon``
 package are the strategies, and ``count`` the update of the reference recommenders without learning;
-``lazy_adam``, ``lazy_state`` and ``preprocess`` are what several of them share.
+``lazy_adam``, ``lazy_state`` and ``preprocess`` are what several of them share; ``catalog`` lists them all
+(``melonbench strategies``).
 """
 
 from __future__ import annotations

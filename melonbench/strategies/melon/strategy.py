@@ -78,7 +78,10 @@ if TYPE_CHECKING:
 
 
 class Melon(Strategy):
-    """MeLON (module docstring); ``mode`` selects the full model or an ablation."""
+    """MeLON: a learning rate for every (interaction, parameter) pair from a meta-model (Kim et al., AAAI 2022).
+
+    The module docstring gives the equations; ``mode`` selects the full model or an ablation.
+    """
 
     name = "melon"
     label = "MeLON"
