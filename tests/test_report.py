@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import subprocess
 from pathlib import Path
 from unittest import mock
 
@@ -21,7 +24,7 @@ from melonbench.cli import app
 from melonbench.core.errors import MelonbenchError
 from melonbench.report import model as report_model
 from melonbench.report.build import ReportOptions, build_report, make_report, render
-from melonbench.report.model import fmt_p
+from melonbench.report.model import Report, fmt_p
 from melonbench.report.plots import write_plots
 from melonbench.report.runs import PairingError, aligned, load_failures, load_runs
 
@@ -272,6 +275,8 @@ def test_cli_writes_the_same_files(store, tmp_path):
     result = runner.invoke(app, ["report", str(store), "--ranking", "sampled"])
     assert result.exit_code == 0, result.output
     assert "Accuracy, sampled ranking" in result.output and "full ranking (every" not in result.output
+    assert "…" not in result.output  # not a terminal: the tables keep their width (rich would squeeze them to 80)
+    assert "│ toy     │ Default            │ 0.3189 ± 0.0028 │" in result.output
 
 
 def test_accuracy_cell_equals_a_hand_computed_mean_and_standard_error(store):
@@ -631,6 +636,134 @@ def test_plots_are_written_and_not_empty(store, tmp_path):
     for path in paths:
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_the_latex_agreement_table_fits_an_article_page(store, tmp_path):
+    # The strategy orders wrap (tabularx): in a plain article (345 pt of text) nothing runs past the margin.
+    report = full_report(store)
+    agreement = Report(header=("agreement",), tables=tuple(t for t in report.tables if t.key == "agreement"))
+    (tmp_path / "table.tex").write_text(render(agreement, "latex"))
+    (tmp_path / "doc.tex").write_text(
+        "\\documentclass{article}\\usepackage{booktabs}\\usepackage{tabularx}"
+        "\\begin{document}\\input{table}\\end{document}\n"
+    )
+    # Draft mode lays the pages out (the overfull boxes) without writing a PDF, so no font is generated; TeX's own
+    # caches go to the test's folder.
+    env = {**os.environ, "TEXMFVAR": str(tmp_path / "texmf-var"), "TEXMFCONFIG": str(tmp_path / "texmf-config")}
+    done = subprocess.run(
+        ["pdflatex", "-draftmode", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert done.returncode == 0, log[-2000:]
+    assert "Overfull \\hbox" not in log
+
+
+def figures(monkeypatch, draw, runs, ranking="sampled") -> dict[str, object]:
+    """The figures ``draw`` (a function of report.plots) makes, by file name, captured instead of saved."""
+    from melonbench.report import plots
+
+    made = {}
+
+    def keep(fig, path):
+        made[path.name] = fig
+        return path
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    monkeypatch.setattr(plots, "_save", keep)
+    draw(runs, Path("figures"), ranking)
+    for fig in made.values():
+        if not isinstance(fig.canvas, FigureCanvasAgg):
+            FigureCanvasAgg(fig)
+        fig.canvas.draw()  # lays the figure out as saving it would
+    return made
+
+
+def _overlapping(boxes) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]
+
+
+def test_quality_cost_points_carry_the_tables_numbers_and_error_bars(store, monkeypatch):
+    from melonbench.report.plots import quality_cost
+
+    fig = figures(monkeypatch, quality_cost, load_runs(store))["quality-cost_toy_bpr_sampled.png"]
+    (ax,) = fig.axes
+    bars = {ax.texts[i].get_text(): c for i, c in enumerate(ax.containers)}  # one label per point, in order
+    data, _, (xbar, ybar) = bars["Default"].lines
+    # HR@5: the accuracy table's cell, i.e. the mean of the two seeds' interaction-weighted means, ± their
+    # standard error (sample sd / √2 = |a − b| / 2 for two seeds).
+    a, b = _seed_mean("default", 0), _seed_mean("default", 1)
+    assert data.get_ydata()[0] == pytest.approx((a + b) / 2, abs=1e-12)
+    (low, high) = ybar.get_segments()[0][:, 1]
+    assert (high - low) / 2 == pytest.approx(abs(a - b) / 2, abs=1e-12)
+    # Cost: Default's update takes 0.004 s × (1, 1.1, 1.2, 1.3) by batch % 4; the timed batches 2..11 of both seeds
+    # give the multipliers 1.0 ×4, 1.1 ×4, 1.2 ×6, 1.3 ×6: median 1.2, 25th percentile 1.1, 75th 1.3.
+    assert data.get_xdata()[0] == pytest.approx(0.0048, rel=1e-9)
+    assert xbar.get_segments()[0][:, 0] == pytest.approx([0.0044, 0.0052], rel=1e-9)
+    assert "MeLON-I (1/2)" in bars  # a label says (k/n) where its point stands on fewer seeds
+    assert any("± standard error over seeds" in t.get_text() for t in fig.texts)
+
+
+def test_quality_cost_labels_and_ticks_neither_overlap_nor_leave_the_axes(tmp_path, registry, monkeypatch):
+    # Costs over 1.3 decades (matplotlib labels the minor ticks there: 3×10⁻³ and 4×10⁻³ overlap) and the longest
+    # label on the right-most point (where a label to the right of its point crosses the edge).
+    order = ("pop", "frozen", "default", "sml", "melon-i", "melon-p", "melon", "recent-pop")
+    for name, seconds in zip(order, np.geomspace(0.002, 0.04, len(order))):
+        monkeypatch.setitem(UPDATE_S, name, float(seconds))
+    from melonbench.report.plots import quality_cost
+
+    made = figures(monkeypatch, quality_cost, load_runs(write_store(tmp_path / "results")))
+    for fig in made.values():
+        (ax,) = fig.axes
+        renderer = fig.canvas.get_renderer()
+        ticks = [t for t in ax.get_xticklabels() + ax.get_xticklabels(minor=True) if t.get_visible() and t.get_text()]
+        inside = [t for t in ticks if ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+        assert len(inside) >= 2
+        assert _overlapping([t.get_window_extent(renderer) for t in inside]) == []
+        labels = [t.get_window_extent(renderer) for t in ax.texts]  # one per point
+        assert len(labels) >= 5 and _overlapping(labels) == []
+        frame = ax.get_window_extent(renderer)
+        assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1 for b in labels)
+
+
+def test_per_batch_figure_shows_the_spread_over_seeds(store, monkeypatch):
+    from melonbench.report.plots import ndcg_over_batches
+
+    fig = figures(monkeypatch, ndcg_over_batches, load_runs(store))["per-batch_toy_bpr_sampled.png"]
+    (ax,) = fig.axes
+    # A band for every strategy with two seeds (MeLON-I has one: no band, and its legend entry says 1/2).
+    assert len(ax.collections) == 7
+    legend = ax.get_legend()
+    assert "± standard error over seeds" in legend.get_title().get_text()
+    assert "MeLON-I (1/2)" in [t.get_text() for t in legend.get_texts()]
+    # Default's band at batch 3: the mean of its two seeds' NDCG@10 ± |a − b| / 2.
+    a, b = (value("default", "bpr", "sampled", "ndcg", 10, 3, seed) for seed in (0, 1))
+    band = ax.collections[0].get_paths()[0].vertices
+    at_3 = sorted(y for x, y in band if x == 3)
+    assert at_3[0] == pytest.approx((a + b) / 2 - abs(a - b) / 2, abs=1e-9)
+    assert at_3[-1] == pytest.approx((a + b) / 2 + abs(a - b) / 2, abs=1e-9)
+
+
+def test_seed_band_is_the_mean_and_standard_error_over_seeds_cut_to_the_shortest_run():
+    from melonbench.report.plots import seed_band
+
+    frames = [
+        pl.DataFrame({"batch": [1, 0, 2], "m": [0.5, 0.1, 0.9]}),  # stored out of order: sorted by batch
+        pl.DataFrame({"batch": [0, 1], "m": [0.2, 0.5]}),  # the shortest run: two batches
+        pl.DataFrame({"batch": [0, 1, 2], "m": [0.6, 0.5, 0.7]}),
+    ]
+    batch, mean, se = seed_band(frames, "m")
+    assert batch.tolist() == [0, 1]
+    # batch 0: 0.1, 0.2, 0.6 → mean 0.3, sample variance (0.04 + 0.01 + 0.09) / 2 = 0.07, s.e. √(0.07 / 3)
+    assert mean.tolist() == pytest.approx([0.3, 0.5], abs=1e-12)
+    assert se.tolist() == pytest.approx([math.sqrt(0.07 / 3), 0.0], abs=1e-12)
+    assert np.isnan(seed_band(frames[:1], "m")[2]).all()  # one seed: no spread to show
 
 
 def _regenerate() -> None:

@@ -49,6 +49,10 @@ class Table:
         Footnotes printed under the table.
     label_columns : int
         Leading columns that hold labels (left-aligned); the others hold numbers (right-aligned).
+    wrap : tuple[int, ...]
+        Label columns that hold an order of strategies (``A > B (4/5) > C``), too long for one line of a page:
+        LaTeX shares the line's width among them and breaks their lines after a ``>``, never inside a name; the
+        terminal and Markdown need nothing.
     """
 
     key: str
@@ -58,6 +62,7 @@ class Table:
     groups: tuple[tuple[str, int], ...] = ()
     notes: tuple[str, ...] = ()
     label_columns: int = 2
+    wrap: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

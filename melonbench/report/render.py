@@ -66,13 +66,18 @@ def _md_cell(cell: Cell) -> str:
 
 
 def latex(report: Report) -> str:
-    """A LaTeX fragment to ``\\input``: one ``table`` float per table (needs ``\\usepackage{booktabs}``)."""
-    out = [f"% {_tex(report.header[0])}", "% Requires \\usepackage{booktabs}."]
+    """A LaTeX fragment to ``\\input``: one ``table`` float per table (needs ``\\usepackage{booktabs}``, and
+    ``\\usepackage{tabularx}`` when a table has columns that wrap: they share the line's width)."""
+    packages = ["booktabs", *(["tabularx"] if any(t.wrap for t in report.tables) else [])]
+    uses = " and ".join("\\usepackage{" + p + "}" for p in packages)
+    out = [f"% {_tex(report.header[0])}", f"% Requires {uses}."]
     out += [f"% {_tex(h)}" for h in report.header[1:]]
     out += [f"% Warning: {_tex(w)}" for w in report.warnings]
     for table in report.tables:
         lead = table.label_columns
-        spec = "l" * lead + "r" * (len(table.columns) - lead)
+        spec = "".join(WRAPPED if i in table.wrap else "l" if i < lead else "r" for i in range(len(table.columns)))
+        environment = "tabularx" if table.wrap else "tabular"
+        width = "{\\linewidth}" if table.wrap else ""
         out += [
             "",
             "\\begin{table}[t]",
@@ -80,7 +85,7 @@ def latex(report: Report) -> str:
             "\\small",
             f"\\caption{{{_tex(table.title)}}}",
             f"\\label{{tab:{table.key}}}",
-            f"\\begin{{tabular}}{{{spec}}}",
+            f"\\begin{{{environment}}}{width}{{{spec}}}",
             "\\toprule",
         ]
         if table.groups:
@@ -92,20 +97,30 @@ def latex(report: Report) -> str:
                 col += span
             out += [" & ".join(heads) + " \\\\", " ".join(rules)]
         out += [" & ".join(_tex(c) for c in table.columns) + " \\\\", "\\midrule"]
-        out += [" & ".join(_tex_cell(c) for c in row) + " \\\\" for row in table.rows]
-        out += ["\\bottomrule", "\\end{tabular}"]
+        out += [" & ".join(_tex_cell(c, i in table.wrap) for i, c in enumerate(row)) + " \\\\" for row in table.rows]
+        out += ["\\bottomrule", f"\\end{{{environment}}}"]
         if table.notes:
             out += ["", "\\par\\smallskip\\footnotesize", *(f"{_tex(n)}\\par" for n in table.notes)]
         out += ["\\end{table}"]
     return "\n".join(out) + "\n"
 
 
+# A column that takes its share of the line's width and wraps its text, ragged right (tabularx loads array).
+WRAPPED = ">{\\raggedright\\arraybackslash}X"
+
+
 def _tex(text: str) -> str:
     return "".join(LATEX_TEXT.get(ch, ch) for ch in text)
 
 
-def _tex_cell(cell: Cell) -> str:
-    text = _tex(cell.text)
+def _tex_cell(cell: Cell, wrapped: bool = False) -> str:
+    # A wrapped cell holds an order ("A > B (4/5) > C"): its lines break after a ">" or between the words of a
+    # name, never at a name's hyphen ("MeLON-" / "I") nor before a ">".
+    if wrapped:
+        names = cell.text.split(" > ")
+        text = "~$>$ ".join(" ".join(f"\\mbox{{{_tex(w)}}}" for w in name.split(" ")) for name in names)
+    else:
+        text = _tex(cell.text)
     return f"\\textbf{{{text}}}" if cell.mark == "best" else f"\\underline{{{text}}}" if cell.mark == "second" else text
 
 

@@ -370,6 +370,7 @@ def agreement(
         columns=("Dataset", "Model", "Metric", "Sampled order", "Full order", "Kendall τ"),
         rows=tuple(rows),
         label_columns=5,
+        wrap=(3, 4),  # each a whole order of strategies: wider than a page in one line
         notes=(
             "Orders by mean over seeds, best first; Kendall τ-b between the two sets of means (1 = same order). "
             "Sampled metrics need not preserve the order of full ranking (Krichene & Rendle, KDD 2020).",
