@@ -38,7 +38,7 @@ DedupeChoice = _choices("DedupeChoice", get_args(Dedupe))
 ProtocolChoice = _choices("ProtocolChoice", get_args(Protocol))
 SplitChoice = _choices("SplitChoice", get_args(Split))
 DeviceChoice = _choices("DeviceChoice", ("auto", "cpu", "cuda"))  # experiment.resolve_device
-RankingChoice = _choices("RankingChoice", ("full", "sampled", "both"))  # report.build.PROTOCOLS
+RankingChoice = _choices("RankingChoice", ("full", "sampled", "both"))  # report.build.RANKING_SETS
 ObjectiveChoice = _choices("ObjectiveChoice", ("full", "sampled"))  # pipeline.tune.RANKINGS
 
 

@@ -18,7 +18,7 @@ from melonbench.pipeline import experiment
 from melonbench.pipeline.experiment import RunResult
 from melonbench.pipeline.progress import LogHooks, RichHooks, progress_hooks
 from melonbench.pipeline.tune import RANKINGS as TUNE_RANKINGS
-from melonbench.report.build import PROTOCOLS
+from melonbench.report.build import RANKING_SETS
 from melonbench.strategies import STRATEGIES
 from melonbench.strategies.catalog import settings, summary
 
@@ -57,7 +57,7 @@ def test_fixed_value_options_are_choices_in_help_and_completion(command, option,
 
 def test_the_choices_are_the_librarys():
     # The CLI's own lists of the values that the library defines elsewhere (the Literal types give the others).
-    assert {c.value for c in cli.RankingChoice} == set(PROTOCOLS)
+    assert {c.value for c in cli.RankingChoice} == set(RANKING_SETS)
     assert [c.value for c in cli.ObjectiveChoice] == list(TUNE_RANKINGS)
     assert [c.value for c in cli.DeviceChoice] == ["auto", "cpu", "cuda"]
     for device in ("auto", "cpu"):
