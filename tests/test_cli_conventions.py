@@ -21,6 +21,7 @@ from melonbench.pipeline.tune import RANKINGS as TUNE_RANKINGS
 from melonbench.report.build import RANKING_SETS
 from melonbench.strategies import STRATEGIES
 from melonbench.strategies.catalog import settings, summary
+from melonbench.strategies.melon import MelonConfig
 
 runner = CliRunner()
 
@@ -221,10 +222,12 @@ def test_strategies_show_prints_every_setting_with_its_default_and_note():
     result = runner.invoke(app, ["strategies", "--show", "melon"])
     assert result.exit_code == 0, result.output
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]] for line in _table_lines(result)}
-    assert rows["meta_epochs"][:2] == ["int", "3"]
+    defaults = MelonConfig()  # the printed default is the dataclass's (a string quoted)
+    assert rows["meta_epochs"][:2] == ["int", str(defaults.meta_epochs)]
     assert rows["meta_epochs"][2].startswith("passes over the pre-training part; paper: 100")
-    assert rows["variant"][:2] == ["str", "'paper'"]
-    assert rows["lr_bias_high"] == ["float", "-4.0", ""]  # a field without a comment
+    assert rows["variant"][:2] == ["str", repr(defaults.variant)]
+    assert rows["variant"][2].startswith('"paper-mean" (the paper\'s networks,')  # the comment lines above it
+    assert rows["lr_bias_high"] == ["float", str(defaults.lr_bias_high), ""]  # a field without a comment
     assert list(rows) == [s.name for s in settings("melon")]
     inherited = {s.name: s for s in settings("eals")}  # eALS's config extends Default's: both sets of notes
     assert inherited["lr"].note == "paper, Sec. 5.1" and inherited["w_new"].default == 4.0

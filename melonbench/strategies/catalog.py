@@ -66,17 +66,28 @@ def settings(name: str) -> list[Setting]:
 
 
 def _field_comments(cls: type) -> dict[str, str]:
-    """``field: type = default  # note`` → ``{field: note}``, read from the class's source with the tokenizer
-    (so a ``#`` inside a string default is not taken for a comment)."""
+    """``field: type = default  # note`` → ``{field: note}``, read from the class's source; a field without a comment
+    of its own takes the comment lines right above it. Comments are the tokenizer's, so a ``#`` inside a string
+    default is not taken for one."""
     try:
         source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):  # no source (a frozen install): the settings are still listed, without notes
         return {}
+    comments = {
+        token.start[0]: token.string.lstrip("#").strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
     out: dict[str, str] = {}
-    for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        field = re.match(r"\s*(\w+)\s*:", token.line) if token.type == tokenize.COMMENT else None
+    above: list[str] = []
+    for number, line in enumerate(source.splitlines(), start=1):
+        if line.lstrip().startswith("#"):
+            above.append(comments.get(number, ""))
+            continue
+        field = re.match(r"\s*(\w+)\s*:", line)
         if field:
-            out[field.group(1)] = token.string.lstrip("#").strip()
+            out[field.group(1)] = comments.get(number) or " ".join(above)
+        above = []
     return out
 
 
