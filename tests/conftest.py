@@ -38,7 +38,20 @@ def shared_data() -> Path:
 # matplotlib's font cache or Triton's build cache, written once per session, are not taken for a test's writes.
 REDIRECTED = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "MELONBENCH_HOME")
 TOOL_CACHES = ("MPLCONFIGDIR", "TRITON_HOME", "TRITON_CACHE_DIR")
-NOT_WATCHED = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".whl", ".gl"}
+# Version control, environments and the caches of tools that pytest or its plugins may bring (pytest-benchmark's
+# .benchmarks appears on a machine that has it installed, before the first test ends).
+NOT_WATCHED = {
+    ".git",
+    ".venv",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".mypy_cache",
+    ".hypothesis",
+    ".benchmarks",
+    ".whl",
+    ".gl",
+}
 EDITOR_FILES = (".*.sw?", "*~", ".#*", "#*#")  # swap, backup and lock files of someone editing during the run
 _GUARD = pytest.StashKey["WriteGuard"]()
 
@@ -120,6 +133,14 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     guard.changes()
     config.stash[_GUARD] = guard
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Take the guard's baseline again once every plugin has configured itself (some create their folders then)."""
+    guard = session.config.stash.get(_GUARD, None)
+    if guard is not None:
+        guard.changes()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
