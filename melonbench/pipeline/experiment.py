@@ -82,6 +82,9 @@ class RunHooks:
 
     ``advance(done, split, running_hr5)`` comes after every few replayed batches: ``done`` batches are replayed,
     the last of them from ``split``, and ``running_hr5`` is :func:`progress_hr5` of the rows so far.
+    ``stage(name)`` comes when a stage of a run begins: "pre-training" (after the dataset and its evaluation
+    negatives are loaded), "set-up", "meta pre-training" (meta strategies only), "replay" (timing, e.g.
+    ``benchmarks/grid_scale.py``).
     """
 
     def pretrain_epoch(self, epoch: int, loss: float, hr: float) -> None: ...
@@ -89,6 +92,7 @@ class RunHooks:
     def start(self, total: int, done: int) -> None: ...
     def advance(self, done: int, split: str, running_hr5: float) -> None: ...
     def note(self, message: str) -> None: ...
+    def stage(self, name: str) -> None: ...
 
 
 def resolve_device(name: str) -> torch.device:
@@ -320,15 +324,18 @@ def _run(
         negatives, negatives_sha = leakfree, leakfree_sha
     n_val = stream.validation_end - stream.pretrain_end
     attempt.stage = "pre-training"
+    hooks.stage(attempt.stage)
     checkpoint = load_or_pretrain(
         config.model, stream, config.pretrain, config.seed, fingerprint, leakfree[:n_val], hooks.pretrain_epoch
     )
     model = checkpoint.model
     attempt.stage = "set-up"
+    hooks.stage(attempt.stage)
     strategy = build_strategy(config.strategy, model, config.settings(), config.seed)
     meta_key = None
     if strategy.meta:
         attempt.stage = "meta pre-training"
+        hooks.stage(attempt.stage)
         meta_key = load_or_train_meta(
             strategy,
             config.settings(),
@@ -341,6 +348,7 @@ def _run(
         )
     strategy.capture_lr = config.capture_lr_every > 0
     attempt.stage = "replay"
+    hooks.stage(attempt.stage)
 
     splits = ("validation",) if config.split == "validation" else ("validation", "test")
     spans = [(i, *span) for i, span in enumerate(batch_spans(stream, splits, config.batch_size))]
