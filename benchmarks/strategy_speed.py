@@ -55,6 +55,54 @@ REFERENCE = {
 }
 REFERENCE_PEAK_GIB = {("cuda", "ncf", "melon"): 8.3, ("cpu", "ncf", "melon"): 9.4}
 
+# Issue 20: one call on an H200 (torch 2.11.0+cu130, deterministic kernels, CUDA graphs and the fused role network
+# on; `--device cuda --batches 20`), median seconds per online batch of the update. The authors' code:
+# kaist-dmlab/MeLON at 484c7a9, unmodified but for a pure-PyTorch stand-in for DGL, on the same stream.
+H200_AUTHORS = {
+    ("bpr", "default"): 0.0040,
+    ("bpr", "melon"): 0.0704,
+    ("ncf", "default"): 0.0080,
+    ("ncf", "melon"): 0.1054,
+}
+H200_AUTHORS_PEAK_GIB = {("bpr", "melon"): 0.15, ("ncf", "melon"): 8.3}
+H200_OURS = {
+    ("bpr", "default"): 0.0003,
+    ("bpr", "melon"): 0.0067,
+    ("bpr", "mwnet"): 0.0023,
+    ("bpr", "metasgd"): 0.0022,
+    ("bpr", "s2meta"): 0.0059,
+    ("bpr", "sml"): 0.0018,
+    ("ncf", "default"): 0.0005,
+    ("ncf", "melon"): 0.0122,
+    ("ncf", "mwnet"): 0.0038,
+    ("ncf", "metasgd"): 0.0031,
+    ("ncf", "s2meta"): 0.0142,
+}
+H200_OURS_PEAK_GIB = {("bpr", "melon"): 0.17, ("ncf", "melon"): 0.31}
+
+# Issue 20's targets on an H100/H200, deterministic kernels: seconds per batch of the update (MeLON and its
+# variants; every other strategy is a baseline), and peak memory for every pair.
+TARGET_MELON_S = {"bpr": 0.002, "ncf": 0.004}
+TARGET_BASELINE_S = {"bpr": 0.002, "ncf": 0.003}
+TARGET_PEAK_GIB = 0.5
+
+
+def target_s(strategy: str, model: str) -> float | None:
+    """Issue 20's per-batch target for a pair (``melon@...`` settings keep MeLON's), or None (no such model)."""
+    name = parse_spec(strategy)[0]
+    return (TARGET_MELON_S if name.startswith("melon") else TARGET_BASELINE_S).get(model)
+
+
+def target_status(row: dict) -> str:
+    """ "met" when the update and the peak memory are both within issue 20's targets, else "not met" (and why)."""
+    target = target_s(row["strategy"], row["model"])
+    if target is None:
+        return "no target"
+    peak = row["peak_bytes"] / 2**30
+    missed = [f"update {row['update_s'] * 1e3:.1f} ms > {target * 1e3:g} ms"] * (row["update_s"] > target)
+    missed += [f"peak {peak:.2f} GiB > {TARGET_PEAK_GIB} GiB"] * (peak > TARGET_PEAK_GIB)
+    return "met" if not missed else f"not met ({'; '.join(missed)})"
+
 
 def make_stream(device: torch.device):
     """A seeded Grocery-sized stream: power-law users and items, every id present."""
@@ -230,6 +278,7 @@ def main() -> None:
         help="MeLON's fused dense step with this tile instead of the default of strategies/melon/fused.py "
         "(benchmarks/fused_tune.py)",
     )
+    parser.add_argument("--json", metavar="PATH", help="also write the rows here (grid_scale.py --per-batch reads it)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: "strategy:model"
     args = parser.parse_args()
     kernel_sets = args.kernels.split(",")
@@ -304,6 +353,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print_table(rows, device)
+    if device.type == "cuda":
+        print_targets(rows, device)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([{k: v for k, v in r.items() if k != "profile"} for r in rows], f, indent=2)
     if args.set:
         print(f"\nsettings: {', '.join(args.set)}")
     if args.fused_tile:
@@ -319,6 +373,25 @@ def combine(found: list[dict]) -> dict:
         row[key] = statistics.median(r[key] for r in found)
     row["peak_bytes"] = max(r["peak_bytes"] for r in found)
     return row
+
+
+def print_targets(rows: list[dict], device: torch.device) -> None:
+    """Issue 20's targets beside the figures, met or not met, with the H200 reference of that issue."""
+    name = torch.cuda.get_device_name(device)
+    where = "" if any(gpu in name for gpu in ("H100", "H200")) else f" (they are set for an H100/H200, this is {name})"
+    print(f"\nissue 20's targets, per batch with the deterministic kernels, peak <= {TARGET_PEAK_GIB} GiB{where}\n")
+    print("| model | strategy | kernels | update | target | peak memory | H200, issue 20: ours / authors' | status |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        key = (r["model"], parse_spec(r["strategy"])[0])
+        target = target_s(r["strategy"], r["model"])
+        h200 = f"{H200_OURS[key]:.4f}" if key in H200_OURS else "—"
+        h200 += f" / {H200_AUTHORS[key]:.4f}" if key in H200_AUTHORS else ""
+        status = target_status(r) if r["kernels"] == "deterministic" else "(targets are for deterministic kernels)"
+        print(
+            f"| {r['model']} | {r['strategy']} | {r['kernels']} | {r['update_s']:.4f} | "
+            f"{'' if target is None else f'<= {target:.3f}'} | {r['peak_bytes'] / 2**30:.2f} GiB | {h200} | {status} |"
+        )
 
 
 def print_table(rows: list[dict], device: torch.device) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +34,32 @@ def test_fused_tile_reaches_the_child_processes():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "measured default/bpr" in proc.stderr  # the child took the option (an unknown one would fail it)
     assert proc.stdout.rstrip().endswith("MeLON's fused dense step with the tile 16x64x1t")
+
+
+def _row(strategy, model, update_ms, peak_gib):
+    return {"strategy": strategy, "model": model, "update_s": update_ms / 1e3, "peak_bytes": peak_gib * 2**30}
+
+
+def test_issue_20_targets_met_and_not_met():
+    status = strategy_speed.target_status
+    # MeLON: 2 ms (BPR), 4 ms (NCF); its settings and variants keep them
+    assert status(_row("melon", "bpr", 1.9, 0.17)) == "met"
+    assert status(_row("melon", "bpr", 2.1, 0.17)) == "not met (update 2.1 ms > 2 ms)"
+    assert status(_row("melon@fused_role=false", "ncf", 3.9, 0.31)) == "met"
+    assert status(_row("melon", "ncf", 12.2, 0.6)) == "not met (update 12.2 ms > 4 ms; peak 0.60 GiB > 0.5 GiB)"
+    # every baseline: 2 ms (BPR), 3 ms (NCF)
+    assert status(_row("mwnet", "ncf", 2.9, 0.2)) == "met"
+    assert status(_row("mwnet", "ncf", 3.1, 0.2)) == "not met (update 3.1 ms > 3 ms)"
+    assert status(_row("default", "bpr", 0.3, 0.51)) == "not met (peak 0.51 GiB > 0.5 GiB)"
+    assert status(_row("count", "pop", 0.1, 0.0)) == "no target"
+
+
+def test_json_rows_for_grid_scale(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "strategy_speed.py"
+    out = tmp_path / "speed.json"
+    args = ["--strategies", "default", "--models", "bpr", "--batches", "1", "--warmup", "1", "--json", str(out)]
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = json.loads(out.read_text())
+    assert (row["strategy"], row["model"], row["device"]) == ("default", "bpr", "cpu")
+    assert row["update_s"] > 0 and "profile" not in row
