@@ -15,6 +15,11 @@
 #               on CUDA, twice from scratch (`melonbench prepare synthetic`, then `run -s melon -m ncf`,
 #               pre-training included), and whether the two runs' per-batch metrics are bit-identical;
 #   parity      CPU-vs-CUDA agreement and run-to-run repeatability of MeLON and S²Meta (cuda_parity.py);
+#   targets     issue 20 in one call (SECTIONS=targets, at most 8 minutes): strategy_speed.py for every strategy on
+#               BPR and NCF, its targets beside its figures (MeLON-BPR <= 2 ms, MeLON-NCF <= 4 ms, baselines <= 2 ms BPR
+#               and <= 3 ms NCF, peak <= 0.5 GiB: met / not met), then, where polars and platformdirs import (carry
+#               .whl), grid_scale.py --quick at Yelp size extrapolated to the whole grid (target <= 1 GPU-hour) with
+#               those per-batch figures; a summary of every target at the end ($OUT/targets_summary.txt);
 #   agreement   only where polars and platformdirs import and .agreement/cpu was carried: the issue-16 grid (Grocery,
 #               every strategy, BPR and NCF, 2 seeds) replayed on CUDA beside the CPU runs made before the call,
 #               test HR@5 per device and their difference (device_agreement.py). Make the CPU side first:
@@ -36,7 +41,7 @@ set -uo pipefail
 
 device="${DEVICE:-cuda}"
 sections="${SECTIONS:-fused end_to_end strategies}"
-[ "$sections" = all ] && sections="fused strategies graphs kernels replay end_to_end parity"
+[ "$sections" = all ] && sections="fused strategies graphs kernels replay end_to_end parity targets"
 want() { [[ " $sections " == *" $1 "* ]]; }
 batches="${BATCHES:-20}"
 out="${OUT:-/tmp/device_check}"
@@ -138,4 +143,29 @@ elif [ -d .agreement/cpu ] && python3 -c "import polars, platformdirs" 2>/dev/nu
         2>&1 | tee "$out/agreement_$device.txt"
 else
     echo "agreement: skipped (no .agreement/cpu carried, or polars/platformdirs missing)" | tee "$out/agreement_$device.txt"
+fi
+
+# targets: issue 20's per-batch targets (strategy_speed.py prints them beside its figures, met / not met, with the
+#    H200 reference of the issue), then the whole grid at Yelp size from grid_scale.py --quick (1 seed of default and
+#    melon, BPR and NCF, 2 pre-training epochs, 1 meta epoch, extrapolated with the per-batch figures just measured).
+#    GRID_SCALE (a fraction of Yelp's size) makes a dry run quick: DEVICE=cpu BATCHES=2 GRID_SCALE=0.003 SECTIONS=targets
+if want targets; then
+    timeout 170 python3 benchmarks/strategy_speed.py --device "$device" --batches "$batches" \
+        --strategies default,eals,melon,mwnet,metasgd,s2meta,sml --json "$out/targets_speed_$device.json" 2>&1 |
+        tee "$out/targets_speed_$device.txt"
+    if python3 -c "import polars, platformdirs" 2>/dev/null; then
+        per_batch=()
+        [ -s "$out/targets_speed_$device.json" ] && per_batch=(--per-batch "$out/targets_speed_$device.json")
+        timeout 290 python3 benchmarks/grid_scale.py --quick --device "$device" --scale "${GRID_SCALE:-1}" \
+            "${per_batch[@]}" --json "$out/grid_scale_$device.json" 2>&1 | tee "$out/grid_scale_$device.txt"
+    else
+        echo "grid_scale: skipped (polars or platformdirs missing; carry .whl)" | tee "$out/grid_scale_$device.txt"
+    fi
+    {
+        echo "issue 20's targets (H100/H200, deterministic kernels):"
+        echo "  per batch: MeLON-BPR <= 2 ms, MeLON-NCF <= 4 ms, baselines <= 2 ms (BPR) / 3 ms (NCF), peak <= 0.5 GiB"
+        echo "  whole grid at Yelp size (5 seeds, every strategy, BPR and NCF, pre-training included) <= 1 GPU-hour"
+        grep -h -E '^\| (bpr|ncf) \|.*(met|no target|targets are for)' "$out/targets_speed_$device.txt" || echo "  (no per-batch figures)"
+        grep -h '^target: whole grid' "$out/grid_scale_$device.txt" || echo "  (no grid figure)"
+    } | tee "$out/targets_summary.txt"
 fi

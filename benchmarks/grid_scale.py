@@ -128,6 +128,9 @@ class StageClock:
 
     def __exit__(self, *exc: object) -> None:
         self.exited = self._now()
+        # as each run ends, so that a call cut short by its time limit still says how far it got
+        stages = " ".join(f"{name} +{at - self.entered:.1f}" for name, at in self.stages.items())
+        print(f"  {self.label}: {self.exited - self.entered:.1f} s ({stages})", file=sys.stderr, flush=True)
 
     def stage(self, name: str) -> None:
         self.stages[name] = self._now()
@@ -315,6 +318,7 @@ def run_grid(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     options = PrepareOptions(core=1, split=SPLIT, name=NAME, params=synthetic_settings(args.scale), force=True)
     prepare_dataset("synthetic", options)
     prepared = time.perf_counter()
+    print(f"  prepared in {prepared - started:.1f} s", file=sys.stderr, flush=True)
     card = load_card(NAME)
 
     base = RunConfig(dataset=NAME, device=device.type, pretrain=PretrainConfig(epochs=args.epochs))
