@@ -40,6 +40,7 @@ SplitChoice = _choices("SplitChoice", get_args(Split))
 DeviceChoice = _choices("DeviceChoice", ("auto", "cpu", "cuda"))  # experiment.resolve_device
 RankingChoice = _choices("RankingChoice", ("full", "sampled", "both"))  # report.build.RANKING_SETS
 ObjectiveChoice = _choices("ObjectiveChoice", ("full", "sampled"))  # pipeline.tune.RANKINGS
+EngineChoice = _choices("EngineChoice", ("local", "ray"))  # pipeline.engines.ENGINES
 
 
 def _complete(kind: str) -> Callable[[str], list[str]]:
@@ -362,6 +363,33 @@ def _print_summary(outcomes: list) -> None:
         console.print(f"results: {out.path}", highlight=False, soft_wrap=True)
 
 
+EngineOption = Annotated[
+    EngineChoice,
+    typer.Option(
+        help="local: worker processes on this machine (--jobs); ray: Ray tasks, on a local Ray instance or on the "
+        "cluster at --address (pip install 'melonbench[ray]')."
+    ),
+]
+JobsOption = Annotated[
+    int | None,
+    typer.Option(
+        help="local: worker processes (default: 1 on a CPU with 2 cores or fewer, else half the cores; 4 on a GPU); "
+        "ray without --address: CPUs of the local Ray instance."
+    ),
+]
+AddressOption = Annotated[
+    str | None, typer.Option(help="ray: address of a running Ray cluster (`ray start --head` prints it).")
+]
+
+
+def _engine(name: str, jobs: int | None, address: str | None):
+    from melonbench.pipeline.engines import Engine
+
+    engine = Engine(name=name, jobs=jobs, address=address)
+    engine.check()
+    return engine
+
+
 @app.command()
 def tune(
     dataset: Dataset = "synthetic",
@@ -394,6 +422,9 @@ def tune(
     weight_decay: WeightDecay = 0.0,
     patience: Patience = 10,
     list_: Annotated[bool, typer.Option("--list", help="Print every strategy's search space and exit.")] = False,
+    engine: EngineOption = EngineChoice.local,
+    jobs: JobsOption = None,
+    address: AddressOption = None,
 ) -> None:
     """Choose a strategy's online settings on the validation part (never the test part); `run --tuned` uses them.
 
@@ -419,7 +450,8 @@ def tune(
         strategy_params=_parse_params(set_),
         pretrain=PretrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience),
     )
-    config = TuneConfig(base=base, budget=budget, seeds=seeds, ranking=ranking.value, results=results)
+    engine_ = _engine(engine.value, jobs, address)
+    config = TuneConfig(base=base, budget=budget, seeds=seeds, ranking=ranking.value, results=results, engine=engine_)
     with RichTuneHooks(console) as hooks:
         result = run_tune(config, hooks)
     _print_tuning(result, base)
@@ -560,11 +592,14 @@ def reproduce(
             "report puts them beside the published settings' runs where the store has those.",
         ),
     ] = False,
+    engine: EngineOption = EngineChoice.local,
+    jobs: JobsOption = None,
+    address: AddressOption = None,
 ) -> None:
     """Run the paper's grid (models × strategies × seeds; finished runs are kept, interrupted ones resume, failed
     ones are recorded and the grid goes on), then write the report (Markdown, LaTeX, figures) and a summary.
     Exits with code 1 when a run of the grid failed."""
-    from melonbench.pipeline.progress import progress_hooks
+    from melonbench.pipeline.progress import grid_hooks
     from melonbench.pipeline.reproduce import ReproduceConfig
     from melonbench.pipeline.reproduce import reproduce as run_grid
 
@@ -587,8 +622,10 @@ def reproduce(
         settings=_parse_params(set_),
         retry_failed=retry_failed,
         tuned=tuned,
+        engine=_engine(engine.value, jobs, address),
     )
-    result = run_grid(config, hooks=lambda label: progress_hooks(console, label), console=console)
+    with grid_hooks(console) as hooks:
+        result = run_grid(config, hooks=hooks, console=console)
     if result.failures:
         raise typer.Exit(1)
 

@@ -8,8 +8,9 @@ import pytest
 
 from melonbench.core.config import RunConfig
 from melonbench.core.errors import DivergenceError
-from melonbench.pipeline import tasks
-from melonbench.pipeline.tasks import Task, execute, plan
+from melonbench.pipeline import executor
+from melonbench.pipeline.executor import execute
+from melonbench.pipeline.tasks import Task, plan
 
 
 def _runs(strategy: str, lrs: tuple[str, ...], seeds: int) -> list[RunConfig]:
@@ -44,24 +45,29 @@ def test_meta_tasks_are_keyed_by_the_resolved_settings_and_plain_strategies_have
     assert all(t.needs == (planned[0].key,) for t in planned[1:])
 
 
-def test_execute_runs_in_order_and_a_divergence_skips_only_what_needs_it(monkeypatch):
+def test_execute_runs_in_order_and_a_failure_skips_only_what_needs_it(monkeypatch):
     calls = []
 
     def fake(task, results, hooks):
         calls.append(task.key)
         if task.key == "b":
             raise DivergenceError("boom")
+        if task.key == "e":
+            raise RuntimeError("a defect")
         return task.key.upper()
 
-    monkeypatch.setattr(tasks, "run_task", fake)
+    monkeypatch.setattr(executor, "run_task", fake)
+    monkeypatch.setattr(executor, "_still_to_do", lambda tasks, results, done: list(tasks))  # nothing is stored
+    monkeypatch.setattr(executor, "record_not_run", lambda *args: None)
     base = RunConfig()
     graph = [Task("a", "pretrain", base), Task("b", "meta", base, ("a",)), Task("c", "run", base, ("b",))]
-    graph.append(Task("d", "run", base, ("a",)))
+    graph += [Task("e", "pretrain", base), Task("f", "run", base, ("e",)), Task("d", "run", base, ("a",))]
     finished = []
     done = execute(graph, on_done=lambda task, result: finished.append(task.key))
-    assert calls == ["a", "b", "d"]
+    assert calls == ["a", "b", "e", "d"]  # an unexpected error stops nothing but what needs it
     assert done["a"] == "A" and done["d"] == "D"
     assert isinstance(done["b"], DivergenceError) and done["c"] is done["b"]
-    assert finished == ["a", "b", "c", "d"]
-    with pytest.raises(ValueError, match="task c comes before what it needs: b"):
+    assert isinstance(done["e"], RuntimeError) and done["f"] is done["e"]
+    assert finished == ["a", "b", "c", "e", "f", "d"]
+    with pytest.raises(ValueError, match="task c needs tasks that are not in the grid: b"):
         execute([Task("c", "run", base, ("b",))])

@@ -135,7 +135,8 @@ def test_a_finished_tuning_is_reused_and_an_interrupted_one_resumes(home, tmp_pa
     assert json.loads(partial.read_text())["status"] == "running"
     statuses = _record_statuses(monkeypatch)
     resumed = tune(cut)
-    assert statuses == ["already complete", "finished", "finished"]  # the first trial was done before the stop
+    # the first trial was done before the stop: found in the store, it is not started again
+    assert statuses == ["finished", "finished"]
     assert resumed.record["trials"] == whole.record["trials"]
     assert resumed.record["chosen"] == whole.record["chosen"]
 
@@ -325,5 +326,5 @@ def test_a_changed_grid_is_tuned_again_on_the_runs_already_made(home, tmp_path, 
     statuses = _record_statuses(monkeypatch)
     second = tune(TuneConfig(base=BASE, seeds=1, results=tmp_path))
     assert second.status == "tuned" and len(second.record["trials"]) == 3
-    assert statuses == ["already complete", "finished", "already complete"]
+    assert statuses == ["finished"]  # the two points of the old grid are found in the store, not run
     assert second.record["trials"][2]["scores"] == first.record["trials"][1]["scores"]

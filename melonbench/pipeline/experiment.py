@@ -277,6 +277,25 @@ def attempt_experiment(
         return RunFailure(attempt.store.path.name, attempt.store.path, record, exc)
 
 
+def stored_run(config: RunConfig, results_root: Path | None = None) -> tuple[RunStore, RunResult | None]:
+    """The folder of ``config``'s run, and its result when it has finished (else None); runs nothing."""
+    device = resolve_device(config.device)
+    run_id = run_id_for(config, dataset_fingerprint(load_or_generate(config.dataset)), device)
+    store = RunStore((results_root or results_dir()) / run_id)
+    return store, RunResult(run_id, store.path, "already complete", store.manifest()) if store.is_complete() else None
+
+
+def record_not_run(config: RunConfig, results_root: Path | None, stage: str, exc: Exception) -> RunFailure:
+    """Record in its folder a run that was never started because what it needs failed in ``stage``
+    (``pre-training`` or ``meta pre-training``, as a separate task of a grid): the record it would have written
+    had it failed there itself."""
+    store, _ = stored_run(config, results_root)
+    device = resolve_device(config.device)
+    record = failure_record(config, device, _Attempt(store, stage), exc)
+    store.record_failure(record)
+    return RunFailure(store.path.name, store.path, record, exc)
+
+
 def failure_record(config: RunConfig, device: torch.device, attempt: _Attempt, exc: Exception) -> dict[str, Any]:
     """What ``failure.json`` holds for ``exc`` raised during ``attempt``."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

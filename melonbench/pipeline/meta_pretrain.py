@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import io
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -58,9 +59,17 @@ PROCEDURE = 2
 
 
 def meta_key(strategy: Strategy, checkpoint_key: str, seed: int, batch_size: int) -> str:
-    return config_hash(
-        "meta", strategy.name, to_jsonable(strategy.config), checkpoint_key, seed, batch_size, __version__, PROCEDURE
-    )
+    return meta_key_of(strategy.name, strategy.config, checkpoint_key, seed, batch_size)
+
+
+def meta_key_of(name: str, config: Any, checkpoint_key: str, seed: int, batch_size: int) -> str:
+    """:func:`meta_key` from the strategy's name and resolved config, without building it (an executor asks)."""
+    return config_hash("meta", name, to_jsonable(config), checkpoint_key, seed, batch_size, __version__, PROCEDURE)
+
+
+def meta_path(name: str, key: str) -> Path:
+    """Where the meta-model of strategy ``name`` and cache key ``key`` is cached."""
+    return checkpoints_dir() / f"meta-{name}-{key}.pt"
 
 
 def train_meta(
@@ -165,7 +174,7 @@ def load_or_train_meta(
     and trained again, with a line to ``on_note``; a newly trained one is cached only when it passes.
     """
     key = meta_key(strategy, checkpoint_key, seed, batch_size)
-    path = checkpoints_dir() / f"meta-{strategy.name}-{key}.pt"
+    path = meta_path(strategy.name, key)
     if path.is_file():
         try:
             state = torch.load(path, map_location=stream.users.device, weights_only=True)

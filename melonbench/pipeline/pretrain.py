@@ -52,6 +52,11 @@ def checkpoint_key(dataset_fingerprint: str, model: str, config: PretrainConfig,
     )
 
 
+def checkpoint_path(model: str, key: str) -> Path:
+    """Where the checkpoint of ``key`` (:func:`checkpoint_key`) is cached."""
+    return checkpoints_dir() / f"{model}-{key}.pt"
+
+
 def architecture(model: str, config: PretrainConfig) -> dict[str, list[int]]:
     """The model's parameter names and shapes for one user and one item, built on the meta device (no memory, no
     random draws): in the checkpoint key, so that a checkpoint of an older layout (e.g. one with the user bias that
@@ -158,7 +163,7 @@ def load_or_pretrain(
 ) -> Checkpoint:
     """Return the cached checkpoint for this (dataset, model, config, seed), pre-training it if needed."""
     key = checkpoint_key(dataset_fingerprint, model_name, config, seed)
-    path = checkpoints_dir() / f"{model_name}-{key}.pt"
+    path = checkpoint_path(model_name, key)
     if path.is_file() and not force:
         model = init_model(model_name, stream, config, seed)
         try:

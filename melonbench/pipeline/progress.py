@@ -1,5 +1,5 @@
 """A run's progress for people and for log files: a live bar on a terminal, time-stamped lines anywhere else;
-and a tuning's trials (``RichTuneHooks``).
+a tuning's trials (``RichTuneHooks``); a grid's runs (``grid_hooks``: a bar of runs done, or a line per run).
 
 Both show the same numbers for a run: pre-training epochs (loss, validation HR@5), meta-model pre-training epochs,
 and the replayed batches with the run mean of sampled HR@5 over the split being replayed so far
@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from melonbench.pipeline.experiment import RunHooks
+from melonbench.pipeline.reproduce import GridHooks
 from melonbench.pipeline.tasks import Task
 from melonbench.pipeline.tune import Trial, TuneHooks
 from melonbench.strategies.space import describe
@@ -26,6 +27,13 @@ def progress_hooks(console: Console, label: str) -> RichHooks | LogHooks:
     if console.is_terminal or console.is_jupyter:
         return RichHooks(console, label)
     return LogHooks(console, label)
+
+
+def grid_hooks(console: Console) -> RichGridHooks | LogGridHooks:
+    """A grid's progress: the bars when ``console`` is a terminal (or a notebook), plain lines otherwise."""
+    if console.is_terminal or console.is_jupyter:
+        return RichGridHooks(console)
+    return LogGridHooks(console)
 
 
 def _hr5_text(split: str, hr5: float) -> str:
@@ -196,9 +204,77 @@ class RichTuneHooks(TuneHooks):
                 self.progress.remove_task(task_id)
 
 
+class RichGridHooks(GridHooks):
+    """A grid on ``console``: one bar of runs (done/total, failures, elapsed) over the bars of the task that runs in
+    this process (with one job; worker processes and Ray tasks show only in the runs bar and the lines)."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.bar = None
+
+    def __enter__(self) -> RichGridHooks:
+        return self  # the bars appear when the grid starts: an error in its options prints alone
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def start(self, total: int) -> None:
+        self.progress.start()
+        self.bar = self.progress.add_task("grid: runs", total=total, info="")
+
+    def finished(self, done: int, total: int, failed: int, elapsed_s: float) -> None:
+        self.progress.update(self.bar, completed=done, info=f"{failed} failed" if failed else "")
+
+    @contextlib.contextmanager
+    def task(self, task: Task) -> Iterator[RunHooks]:
+        split = task.config.split
+        hooks = _TaskHooks(self.progress, _task_label(task), f"{split} replay" if split == "validation" else "replay")
+        try:
+            yield hooks
+        finally:
+            for task_id in hooks.tasks:
+                self.progress.remove_task(task_id)
+
+
+class LogGridHooks(GridHooks):
+    """A grid off a terminal: the time-stamped lines of each task run in this process (``LogHooks``) and, as each
+    run finishes, one line of the grid's count (done/total, failures, elapsed)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def __enter__(self) -> LogGridHooks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def finished(self, done: int, total: int, failed: int, elapsed_s: float) -> None:
+        elapsed = int(elapsed_s)
+        line = f"grid: {done}/{total} runs done, {failed} failed, {elapsed // 3600}:{elapsed // 60 % 60:02d}:"
+        self.console.print(f"{line}{elapsed % 60:02d} elapsed", markup=False, highlight=False, soft_wrap=True)
+
+    def task(self, task: Task) -> LogHooks:
+        return LogHooks(self.console, _task_label(task))
+
+
+def _task_label(task: Task) -> str:
+    c = task.config
+    return f"{c.model} seed {c.seed}" if task.kind == "pretrain" else f"{c.strategy}/{c.model} seed {c.seed}"
+
+
 class _TaskHooks(RunHooks):
-    def __init__(self, progress: Progress, label: str) -> None:
+    def __init__(self, progress: Progress, label: str, replay: str = "validation replay") -> None:
         self.progress, self.label, self.tasks = progress, label, []
+        self.replay = f"{replay} ({label})"
         self.bars: dict[str, int] = {}
 
     def _bar(self, name: str, total: int | None) -> int:
@@ -216,7 +292,10 @@ class _TaskHooks(RunHooks):
         self.progress.update(bar, completed=done, info=f"epoch {epoch}")
 
     def start(self, total: int, done: int) -> None:
-        self.progress.update(self._bar(f"validation replay ({self.label})", total), completed=done)
+        self.progress.update(self._bar(self.replay, total), completed=done)
 
     def advance(self, done: int, split: str, running_hr5: float) -> None:
-        self.progress.update(self.bars[f"validation replay ({self.label})"], completed=done)
+        self.progress.update(self.bars[self.replay], completed=done, info=_hr5_text(split, running_hr5))
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(f"[yellow]{message}[/yellow]")

@@ -2,12 +2,14 @@
 
 The grid is every model × strategy × seed (seeds ``0 … N−1``); declared-incompatible pairs (SML on NCF) are not
 run and show as N/A. The reference recommenders without learning (``pop``, ``recent-pop``: their ``count`` update)
-run once per seed as well, and the report shows them as reference rows beside every model's strategies. Each run
-goes through :func:`melonbench.pipeline.experiment.attempt_experiment`, so finished
-runs are re-used as they are and interrupted ones resume from their last checkpoint: running ``reproduce`` again
-after a crash only does what is missing. A run that fails (a non-finite loss, any error of its own) is recorded in
-its folder and the grid goes on; a recorded failure is not run again unless ``retry_failed`` asks for the failed
-runs alone. The report covers exactly the grid's runs, failed ones included, and a summary ends the output.
+run once per seed as well, and the report shows them as reference rows beside every model's strategies. The grid
+becomes tasks (``pipeline.tasks``: each pre-training once, each meta-model, each run) that an executor runs
+(``pipeline.executor``: in this process, in ``jobs`` worker processes, or on Ray; ``ReproduceConfig.engine``).
+Finished runs are re-used as they are and interrupted ones resume from their last checkpoint: running
+``reproduce`` again after a crash only does what is missing. A run that fails (a non-finite loss, any error of
+its own, a failed pre-training it needs, a lost worker) is recorded in its folder and the grid goes on; a
+recorded failure is not run again unless ``retry_failed`` asks for the failed runs alone. The report covers
+exactly the grid's runs, failed ones included, and a summary ends the output.
 
 With ``tuned``, every run takes the settings ``melonbench tune`` stored for its (model, strategy) (refused, naming
 the commands to run, where one is missing; the tunings must share budget, seeds and ranking, so that every
@@ -17,12 +19,11 @@ them, so tuned and published settings appear side by side.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
+import time
 from collections import defaultdict
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,9 @@ from melonbench.core.errors import IncompatibleError, MelonbenchError, NotPrepar
 from melonbench.core.registry import lookup
 from melonbench.models import MODELS, is_reference
 from melonbench.pipeline import experiment
+from melonbench.pipeline.engines import Engine
+from melonbench.pipeline.executor import execute, resolve_device
+from melonbench.pipeline.tasks import Task, plan
 from melonbench.pipeline.tune import NotTunedError, tune_command, tuned_config
 from melonbench.report.build import RANKING_SETS, build_report, render
 from melonbench.report.plots import write_plots
@@ -81,6 +85,8 @@ class ReproduceConfig:
         reported as it is and not run again.
     tuned : bool
         Run every strategy with its stored tuned settings (``pipeline.tune.tuned_config``).
+    engine : Engine
+        Where the grid's tasks run (``pipeline.executor``; default: ``local`` with its default jobs).
     """
 
     base: RunConfig = RunConfig()
@@ -94,6 +100,7 @@ class ReproduceConfig:
     settings: tuple[tuple[str, str], ...] = ()
     retry_failed: bool = False
     tuned: bool = False
+    engine: Engine = Engine()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +115,13 @@ class ReproduceResult:
     failures: tuple[Failure, ...] = ()
 
 
-Hooks = Callable[[str], AbstractContextManager[experiment.RunHooks]]
+class GridHooks:
+    """Progress of a grid; the defaults do nothing. ``task`` gives the hooks of a task run in this process."""
+
+    def start(self, total: int) -> None: ...
+    def finished(self, done: int, total: int, failed: int, elapsed_s: float) -> None: ...
+    def task(self, task: Task) -> AbstractContextManager[experiment.RunHooks]:
+        return nullcontext(experiment.RunHooks())
 
 
 def grid(config: ReproduceConfig) -> tuple[list[RunConfig], list[tuple[str, str, str]]]:
@@ -200,7 +213,9 @@ def strategy_settings(
     return out
 
 
-def reproduce(config: ReproduceConfig, hooks: Hooks | None = None, console: Console | None = None) -> ReproduceResult:
+def reproduce(
+    config: ReproduceConfig, hooks: GridHooks | None = None, console: Console | None = None
+) -> ReproduceResult:
     """Run the grid (skipping finished runs, resuming interrupted ones, recording failed ones and going on), then
     write the report and figures, and print a summary (finished / reused / failed, each failure's reason).
 
@@ -208,18 +223,23 @@ def reproduce(config: ReproduceConfig, hooks: Hooks | None = None, console: Cons
     ----------
     config : ReproduceConfig
         The grid.
-    hooks : callable, optional
-        ``hooks(label)`` returns a context manager yielding the progress hooks of one run (the CLI's rich bars).
+    hooks : GridHooks, optional
+        The grid's progress (runs done of total, failures, elapsed) and the hooks of each task run in this process
+        (the CLI's rich bars).
     console : rich.console.Console, optional
         Where one line per run, the output paths and the summary are printed (default: nothing). With
         ``MELONBENCH_DEBUG=1`` the summary shows the traceback of each unexpected failure.
 
-    A ``KeyboardInterrupt`` stops the grid at once: nothing is recorded for the interrupted run, which resumes
-    from its last checkpoint next time.
+    A ``KeyboardInterrupt`` stops the grid at once (the workers too): nothing is recorded for the interrupted
+    runs, which resume from their last checkpoint next time.
     """
     if config.ranking not in RANKING_SETS:
         raise MelonbenchError(f"--ranking must be full, sampled or both, got '{config.ranking}'")
+    config.engine.check()
+    hooks = hooks or GridHooks()
     runs, skipped = grid(config)
+    device = resolve_device(config.engine, config.base.device)
+    runs = [dataclasses.replace(run, device=device) for run in runs]  # as the workers see it (Ray: the cluster)
     _ensure_prepared(config.base.dataset, console)
     tunings: list[dict[str, Any] | None] = [None] * len(runs)
     if config.tuned:
@@ -236,7 +256,9 @@ def reproduce(config: ReproduceConfig, hooks: Hooks | None = None, console: Cons
     outcomes: list[experiment.RunResult] = []
     failures: list[Failure] = []
     earlier = untouched = 0
-    for run, run_id, tuning in zip(runs, run_ids, tunings, strict=True):
+    chosen: list[int] = []
+    labels: dict[RunConfig, tuple[str, str]] = {}
+    for i, (run, run_id) in enumerate(zip(runs, run_ids, strict=True)):
         label = f"{run.strategy}/{run.model} seed {run.seed}" + (f" ({describe(run.tuned)})" if run.tuned else "")
         store = RunStore(root / run_id)
         record = store.failure()
@@ -248,14 +270,31 @@ def reproduce(config: ReproduceConfig, hooks: Hooks | None = None, console: Cons
         if record is None and config.retry_failed:
             untouched += 1
             continue
-        with hooks(label) if hooks is not None else contextlib.nullcontext(experiment.RunHooks()) as h:
-            outcome = experiment.attempt_experiment(run, config.results, h, tuning)
-        if isinstance(outcome, experiment.RunFailure):
-            failures.append(to_failure(outcome.record, outcome.path))
+        chosen.append(i)
+        labels[run] = (label, run_id)
+
+    started, finished = time.perf_counter(), [0, 0]  # runs done, of which failed
+    hooks.start(len(chosen))
+
+    def on_done(task: Task, result: Any) -> None:
+        if task.kind != "run":
+            return
+        label, run_id = labels[task.config]
+        if isinstance(result, BaseException):
+            record = RunStore(root / run_id).failure()
+            if record is None:  # failed before its folder was known (it cannot be reported as a run)
+                raise result
+            failures.append(to_failure(record, root / run_id))
             say(f"{label}: {failures[-1].what()}")
+            finished[1] += 1
         else:
-            outcomes.append(outcome)
-            say(f"{label}: {outcome.status}")
+            outcomes.append(result)
+            say(f"{label}: {result.status}")
+        finished[0] += 1
+        hooks.finished(finished[0], len(chosen), finished[1], time.perf_counter() - started)
+
+    tasks = plan([runs[i] for i in chosen], [tunings[i] for i in chosen])
+    execute(tasks, config.results, config.engine, hooks.task, on_done)
 
     files: list[Path] = []
     figures: list[Path] = []

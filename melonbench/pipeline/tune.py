@@ -9,8 +9,9 @@ reaches a validation batch (tested by changing the test batches). The best trial
 an interaction's hit (``0.5 / (validation interactions × seeds)``) tie, and a tie goes to the smaller change from
 the default (``strategies.space.distance``: the sum over axes of the change in decades), then to the lower values.
 
-Trials are independent runs plus their dependencies (``pipeline.tasks``), executed in order today; finished runs
-are cached, so an interrupted tuning resumes from the trials already done, and a finished one (same dataset,
+Trials are independent runs plus their dependencies (``pipeline.tasks``), run by an executor (``pipeline.executor``:
+in this process, in worker processes or on Ray, ``TuneConfig.engine``); finished runs are cached, so an
+interrupted tuning resumes from the trials already done, and a finished one (same dataset,
 model, strategy, settings, pre-training, budget, seeds and ranking) is returned as stored (``store.tuning``).
 ``run --tuned`` / ``reproduce --tuned`` read the stored choice through :func:`tuned_config`.
 """
@@ -29,7 +30,9 @@ from melonbench import __version__
 from melonbench.core.config import PretrainConfig, RunConfig, config_hash, to_jsonable
 from melonbench.core.errors import DivergenceError, MelonbenchError
 from melonbench.pipeline import experiment
-from melonbench.pipeline.tasks import Task, execute, plan
+from melonbench.pipeline.engines import Engine
+from melonbench.pipeline.executor import execute, resolve_device
+from melonbench.pipeline.tasks import Task, plan
 from melonbench.store.paths import results_dir
 from melonbench.store.tuning import TuningStore
 from melonbench.strategies import check_compatible, get_strategy
@@ -60,6 +63,8 @@ class TuneConfig:
         The HR@5 that is the objective.
     results : Path | None
         Result store (default ``$MELONBENCH_HOME/results``); the tuning lives in its ``tuning/`` folder.
+    engine : Engine
+        Where the trials' tasks run (``pipeline.executor``; default: one after another in this process).
     """
 
     base: RunConfig = RunConfig()
@@ -67,6 +72,7 @@ class TuneConfig:
     seeds: int = 2
     ranking: str = "full"
     results: Path | None = None
+    engine: Engine = Engine()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,9 +174,11 @@ def tune(config: TuneConfig, hooks: TuneHooks | None = None) -> TuneResult:
     """
     hooks = hooks or TuneHooks()
     cls, base = check(config)
+    config.engine.check()
     points = trials(cls, config.budget)
     if not points:
         return TuneResult("nothing to tune", None, None)
+    base = dataclasses.replace(base, device=resolve_device(config.engine, base.device))
     dataset = experiment.load_or_generate(base.dataset)
     context = context_of(base, experiment.dataset_fingerprint(dataset))
     cid, name = context_id(context), record_name(config.budget, config.seeds, config.ranking)
@@ -206,11 +214,16 @@ def tune(config: TuneConfig, hooks: TuneHooks | None = None) -> TuneResult:
     hooks.start(label, len(points))
     started = time.perf_counter()
 
+    failures: list[Exception] = []
+
     def on_done(task: Task, result: Any) -> None:
         if task.kind != "run":
             return
         t, seed = runs[task.config]
         diverged = isinstance(result, DivergenceError)
+        if isinstance(result, Exception) and not diverged:
+            failures.append(result)  # a defect, not a score: reported once the other trials are done
+            return
         scores[t][seed] = None if diverged else float(result.manifest["summary"][objective])
         if not diverged:
             run_ids[t][seed] = result.run_id
@@ -228,7 +241,9 @@ def tune(config: TuneConfig, hooks: TuneHooks | None = None) -> TuneResult:
         store.write(cid, name, record)
         hooks.trial(len(done), len(points), scored[t], best)
 
-    execute(plan(list(runs)), store.trial_runs(cid), hooks.task, on_done)
+    execute(plan(list(runs)), store.trial_runs(cid), config.engine, hooks.task, on_done)
+    if failures:
+        raise failures[0]
     final = [s for s in scored if s is not None]
     if all(s.score == -math.inf for s in final):
         raise DivergenceError(f"every trial of {base.strategy} diverged; the trial runs are in {store.trial_runs(cid)}")

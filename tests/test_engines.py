@@ -1,0 +1,234 @@
+"""Executors (``pipeline.executor``): worker processes and Ray give the sequential engine's bits, a failed task or a
+killed worker fails alone, Ctrl-C stops the workers and leaves a store that resumes, and a task shipped to a
+private store reads nothing of the driver's."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from engine_plugins import PLUGINS
+from rich.console import Console
+from typer.testing import CliRunner
+
+from melonbench import strategies
+from melonbench.cli import app
+from melonbench.core.config import PrepareOptions, PretrainConfig, RunConfig
+from melonbench.core.errors import MelonbenchError
+from melonbench.pipeline import reproduce as reproduce_module
+from melonbench.pipeline.engines import INSTALL_RAY, Engine, default_jobs, worker_threads
+from melonbench.pipeline.executor import execute
+from melonbench.pipeline.experiment import RunHooks
+from melonbench.pipeline.reproduce import ReproduceConfig, reproduce
+from melonbench.pipeline.shipping import inputs, land, run_in_private_store
+from melonbench.pipeline.tasks import plan, run_task
+from melonbench.store.paths import home
+from melonbench.store.results import read_failures, read_runs
+
+runner = CliRunner()
+TIMING = ["eval_s", "update_s"]
+TESTS = str(Path(__file__).resolve().parent)
+SETUP = "engine_plugins:register"
+
+
+def _prepare() -> None:
+    """The tiny stream of tests/test_grid_failures.py (about 9k interactions; 4 validation and 8 test batches)."""
+    from melonbench.data.prepare import prepare_dataset
+
+    prepare_dataset("synthetic", PrepareOptions(core=5, split=(70.0, 10.0, 20.0), params=(("users", "1000"),)))
+
+
+def _grid(results: Path, names: tuple[str, ...], engine: Engine) -> ReproduceConfig:
+    base = RunConfig(device="cpu", pretrain=PretrainConfig(epochs=1, dim=8), checkpoint_every=2)
+    return ReproduceConfig(
+        base=base,
+        models=("bpr",),
+        strategies=names,
+        references=("pop",),
+        seeds=2,
+        ranking="sampled",
+        results=results,
+        out=results.parent / "report",
+        engine=engine,
+    )
+
+
+def _batches(results: Path) -> dict[str, pl.DataFrame]:
+    return {m["run_id"]: frame.drop(TIMING) for m, frame in read_runs(results)}
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory) -> dict[str, pl.DataFrame]:
+    """Every finished run of the grid (default, mwnet, diverge; pop) run in this process, one task at a time."""
+    root = tmp_path_factory.mktemp("sequential")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MELONBENCH_HOME", str(root / "home"))
+        for cls in PLUGINS:
+            mp.setitem(strategies.STRATEGIES, cls.name, cls)
+        mp.setattr(reproduce_module, "write_plots", lambda *args, **kwargs: [])
+        _prepare()
+        result = reproduce(_grid(root / "results", ("default", "mwnet", "diverge"), Engine(jobs=1)))
+    assert [f.what() for f in result.failures] == ["diverged at batch 5"]
+    runs = _batches(root / "results")
+    assert len(runs) == 7  # 2 seeds x (default, mwnet, diverge, pop), less diverge's seed 0
+    return runs
+
+
+@pytest.fixture
+def plugins(monkeypatch):
+    """The failing strategies in this process (the grid is checked here) and in the workers (``SETUP``)."""
+    for cls in PLUGINS:
+        monkeypatch.setitem(strategies.STRATEGIES, cls.name, cls)
+    monkeypatch.setattr(reproduce_module, "write_plots", lambda *args, **kwargs: [])
+    _prepare()
+
+
+def _same_as(runs: dict[str, pl.DataFrame], reference: dict[str, pl.DataFrame], renamed: dict[str, str]) -> None:
+    """Every run equals the reference run of the same id (or of the strategy ``renamed`` gives), timings aside."""
+    assert runs
+    for run_id, frame in runs.items():
+        for new, old in renamed.items():
+            run_id = run_id.replace(f"_{new}_", f"_{old}_")
+        same = [rid for rid in reference if rid.rsplit("_", 1)[0] == run_id.rsplit("_", 1)[0]]
+        assert len(same) == 1, run_id
+        assert frame.equals(reference[same[0]]), run_id
+
+
+def test_two_workers_give_the_sequential_bits_and_a_killed_worker_fails_alone(sequential, plugins, tmp_path):
+    results = tmp_path / "results"
+    console = Console(record=True, width=300, file=io.StringIO())
+    engine = Engine(jobs=2, setup=SETUP)
+    result = reproduce(_grid(results, ("default", "mwnet", "diverge", "die"), engine), console=console)
+    assert multiprocessing.active_children() == []  # the workers are gone
+    runs = _batches(results)
+    assert len(runs) == 8  # die's seed 1 finishes: it is Default, so its bits are default seed 1's
+    _same_as({k: v for k, v in runs.items() if "_die_" not in k}, sequential, {})
+    _same_as({k: v for k, v in runs.items() if "_die_" in k}, sequential, {"die": "default"})
+    failed = {(f.strategy, f.seed): f for f in result.failures}
+    assert set(failed) == {("diverge", 0), ("die", 0)}
+    assert failed[("diverge", 0)].what() == "diverged at batch 5"
+    lost = failed[("die", 0)]
+    assert (lost.stage, lost.error, lost.unexpected) == ("worker", "TaskLost", True)
+    assert lost.reason.startswith("the worker process running run-") and lost.reason.endswith("died (exit code -9)")
+    text = console.export_text()
+    assert "die/bpr seed 0: failed in worker (unexpected TaskLost): the worker process running run-" in text
+    assert "grid: 8 finished, 0 reused, 2 failed" in text
+    shown = runner.invoke(app, ["report", str(results), "--markdown"])
+    assert shown.exit_code == 0, shown.output
+    assert "| synthetic | BPR | Diverge | 0 | diverged at batch 5 |" in shown.output
+    assert "| synthetic | BPR | Die | 0 | failed in worker (unexpected TaskLost): the worker process" in shown.output
+
+
+def test_ray_gives_the_sequential_bits_and_brings_back_failures_and_checkpoints(
+    sequential, plugins, tmp_path, monkeypatch
+):
+    pytest.importorskip("ray", reason="the Ray tests need `pip install -e '.[ray]'` (CI installs it)")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))  # engine_plugins
+    results = tmp_path / "results"
+    result = reproduce(_grid(results, ("default", "mwnet", "diverge"), Engine("ray", jobs=2, setup=SETUP)))
+    _same_as(_batches(results), sequential, {})
+    assert len(_batches(results)) == 7
+    (failure,) = result.failures
+    assert (failure.strategy, failure.seed, failure.what()) == ("diverge", 0, "diverged at batch 5")
+    assert "in online_step" in failure.traceback  # the record the worker wrote came back whole
+    made = sorted(p.name.split("-")[0] for p in (home() / "checkpoints").iterdir())
+    assert made == ["bpr", "bpr", "meta", "meta", "pop", "pop"]  # pre-trained on the workers, stored here
+    assert [p.name for p in (home() / "checkpoints").iterdir() if p.name.startswith(".")] == []
+
+
+def test_ctrl_c_stops_the_workers_and_the_store_resumes(sequential, plugins, tmp_path):
+    results = tmp_path / "results"
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(_grid(results, ("ctrl-c",), Engine(jobs=2, setup=SETUP)))
+    assert multiprocessing.active_children() == []
+    assert read_failures(results) == []  # an interruption is not a failure
+    leftovers = [p for p in results.rglob(".*")] + [p for p in (home() / "checkpoints").rglob(".*")]
+    assert leftovers == []  # no temporary file of an interrupted atomic write
+    # Running again finishes what is missing; ctrl-c's seed 1 is Default's, and seed 0 resumes identically.
+    strategies.STRATEGIES["ctrl-c"] = strategies.STRATEGIES["default"]
+    again = reproduce(_grid(results, ("ctrl-c",), Engine(jobs=1)))
+    assert again.failures == () and len(read_runs(results)) == 4
+    _same_as({k: v for k, v in _batches(results).items() if "_ctrl-c_" in k}, sequential, {"ctrl-c": "default"})
+
+
+def test_a_shipped_task_reads_nothing_of_the_drivers_store(sequential, tmp_path):
+    _prepare()
+    driver = home()
+    away = driver.with_name(driver.name + "-away")
+    results = tmp_path / "results"
+    for task in plan([RunConfig(device="cpu", pretrain=PretrainConfig(epochs=1, dim=8), checkpoint_every=2)]):
+        files = inputs(task, results, _fingerprint())
+        blobs = {name: path.read_bytes() for name, path in files.items()}
+        driver.rename(away)  # the worker cannot see the driver's store: it has only what was shipped
+        try:
+            shipped = run_in_private_store(blobs, lambda store, task=task: run_task(task, store, RunHooks()))
+        finally:
+            away.rename(driver)
+        value = land(*shipped, results)
+        assert not isinstance(value, Exception), value
+    runs = _batches(results)
+    assert len(runs) == 1
+    _same_as(runs, sequential, {})
+
+
+def _fingerprint() -> str:
+    from melonbench.pipeline import experiment
+
+    return experiment.dataset_fingerprint(experiment.load_or_generate("synthetic"))
+
+
+def test_default_jobs_and_threads_follow_the_stated_rule():
+    assert [default_jobs("cpu", cores) for cores in (1, 2, 3, 4, 16)] == [1, 1, 1, 2, 8]
+    assert worker_threads(Engine(), jobs=2, cores=2) == 1 and worker_threads(Engine(), jobs=4, cores=16) == 4
+    assert worker_threads(Engine(threads=3), jobs=2, cores=2) == 3 and worker_threads(Engine("ray"), 1, 16) == 1
+
+
+@pytest.mark.parametrize(
+    ("engine", "message"),
+    [
+        (Engine("spark"), "--engine must be local or ray, got 'spark'"),
+        (Engine(jobs=0), "--jobs must be at least 1, got 0"),
+        (Engine(address="10.0.0.1:6379"), "--address names a Ray cluster: use it with --engine ray"),
+        (Engine(setup="engine_plugins"), "a worker setup is module:function"),
+    ],
+)
+def test_bad_engines_fail_in_one_line_before_any_work(engine, message, monkeypatch):
+    monkeypatch.setattr(reproduce_module, "grid", lambda config: pytest.fail("planned"))
+    with pytest.raises(MelonbenchError, match=message):
+        reproduce(ReproduceConfig(engine=engine))
+
+
+def test_engine_ray_without_ray_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    shown = runner.invoke(app, ["reproduce", "--engine", "ray", "--device", "cpu"])
+    assert shown.exit_code == 2
+    assert INSTALL_RAY in " ".join(shown.output.split())
+    assert "pip install 'melonbench[ray]'" in INSTALL_RAY
+
+
+def test_cli_engine_options_reach_the_config(monkeypatch):
+    seen = []
+    monkeypatch.setattr(reproduce_module, "reproduce", lambda config, **kwargs: seen.append(config.engine))
+    monkeypatch.setattr("melonbench.pipeline.tune.tune", lambda config, hooks=None: seen.append(config.engine))
+    runner.invoke(app, ["reproduce", "--jobs", "3"])
+    runner.invoke(app, ["tune", "--engine", "local", "--jobs", "2"])
+    assert seen == [Engine(jobs=3), Engine(jobs=2)]
+
+
+def test_execute_finds_finished_runs_in_the_store_and_starts_nothing(sequential, tmp_path, monkeypatch):
+    _prepare()
+    config = RunConfig(device="cpu", pretrain=PretrainConfig(epochs=1, dim=8))
+    results = tmp_path / "results"
+    first = execute(plan([config]), results)
+    shutil.rmtree(home() / "checkpoints")  # a finished run needs no checkpoint: nothing is pre-trained again
+    monkeypatch.setattr("melonbench.pipeline.executor.run_task", lambda *a: pytest.fail("ran a task"))
+    again = execute(plan([config]), results)
+    (key,) = [k for k in first if k.startswith("run-")]
+    assert (first[key].status, again[key].status) == ("finished", "already complete")
+    assert list(again) == [key]  # the pre-training was not even looked up
