@@ -12,6 +12,7 @@ from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from melonbench import __version__
 from melonbench.core.config import CoreMode, Dedupe, PrepareOptions, PretrainConfig, Protocol, RunConfig, Split
@@ -640,5 +641,6 @@ def main() -> None:
     except MelonbenchError as exc:
         if os.environ.get("MELONBENCH_DEBUG"):
             raise
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # escaped: a message's brackets are text (pip install 'melonbench[ray]'), not rich markup
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)

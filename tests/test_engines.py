@@ -5,6 +5,7 @@ private store reads nothing of the driver's."""
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing
 import os
 import shutil
@@ -18,7 +19,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from melonbench import strategies
-from melonbench.cli import app
+from melonbench.cli import app, main
 from melonbench.core.config import PrepareOptions, PretrainConfig, RunConfig
 from melonbench.core.errors import MelonbenchError
 from melonbench.pipeline import reproduce as reproduce_module
@@ -28,6 +29,7 @@ from melonbench.pipeline.experiment import RunHooks
 from melonbench.pipeline.reproduce import ReproduceConfig, reproduce
 from melonbench.pipeline.shipping import inputs, land, run_in_private_store
 from melonbench.pipeline.tasks import plan, run_task
+from melonbench.pipeline.tune import TuneConfig, tune
 from melonbench.store.paths import home
 from melonbench.store.results import read_failures, read_runs
 
@@ -80,6 +82,23 @@ def sequential(tmp_path_factory) -> dict[str, pl.DataFrame]:
     return runs
 
 
+@pytest.fixture(scope="session")
+def ray_instance():
+    """One local Ray instance with 2 CPUs for the whole session (its start-up costs seconds), with the failing
+    strategies importable in its workers; the engine uses it and leaves it running (``ray_engine.connect``)."""
+    ray = pytest.importorskip("ray", reason="the Ray tests need `pip install -e '.[ray]'` (CI installs it)")
+    env = {
+        "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]),  # engine_plugins, for the workers
+        "RAY_AUTH_MODE": "disabled",  # else Ray writes a token into $HOME/.ray, outside the test's folders
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture
 def plugins(monkeypatch):
     """The failing strategies in this process (the grid is checked here) and in the workers (``SETUP``)."""
@@ -126,20 +145,46 @@ def test_two_workers_give_the_sequential_bits_and_a_killed_worker_fails_alone(se
 
 
 def test_ray_gives_the_sequential_bits_and_brings_back_failures_and_checkpoints(
-    sequential, plugins, tmp_path, monkeypatch
+    sequential, ray_instance, plugins, tmp_path
 ):
-    pytest.importorskip("ray", reason="the Ray tests need `pip install -e '.[ray]'` (CI installs it)")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))  # engine_plugins
     results = tmp_path / "results"
-    result = reproduce(_grid(results, ("default", "mwnet", "diverge"), Engine("ray", jobs=2, setup=SETUP)))
-    _same_as(_batches(results), sequential, {})
-    assert len(_batches(results)) == 7
-    (failure,) = result.failures
-    assert (failure.strategy, failure.seed, failure.what()) == ("diverge", 0, "diverged at batch 5")
-    assert "in online_step" in failure.traceback  # the record the worker wrote came back whole
+    result = reproduce(_grid(results, ("default", "mwnet", "diverge", "die"), Engine("ray", setup=SETUP)))
+    assert ray_instance.is_initialized()  # the engine did not stop a Ray instance it did not start
+    runs = _batches(results)
+    assert len(runs) == 8  # die's seed 1 finishes: it is Default, so its bits are default seed 1's
+    _same_as({k: v for k, v in runs.items() if "_die_" not in k}, sequential, {})
+    _same_as({k: v for k, v in runs.items() if "_die_" in k}, sequential, {"die": "default"})
+    failed = {(f.strategy, f.seed): f for f in result.failures}
+    assert set(failed) == {("diverge", 0), ("die", 0)}
+    assert failed[("diverge", 0)].what() == "diverged at batch 5"
+    assert (failed[("die", 0)].stage, failed[("die", 0)].error) == ("worker", "TaskLost")
+    # The record the worker wrote came back, naming the driver's folders, not the worker's private store.
+    folder = failed[("diverge", 0)].folder
+    record = (folder / "failure.json").read_text()
+    assert "melonbench-task-" not in record and str(folder) in json.loads(record)["reason"]
     made = sorted(p.name.split("-")[0] for p in (home() / "checkpoints").iterdir())
     assert made == ["bpr", "bpr", "meta", "meta", "pop", "pop"]  # pre-trained on the workers, stored here
     assert [p.name for p in (home() / "checkpoints").iterdir() if p.name.startswith(".")] == []
+    shown = runner.invoke(app, ["report", str(results), "--markdown"])
+    assert shown.exit_code == 0, shown.output
+    lost = "| synthetic | BPR | Die | 0 | failed in worker (unexpected TaskLost): the Ray task running run-"
+    assert lost in shown.output
+
+
+def test_tune_gives_the_same_trials_and_choice_with_every_engine(ray_instance, plugins, tmp_path):
+    base = RunConfig(device="cpu", pretrain=PretrainConfig(epochs=1, dim=8))
+    engines = {"sequential": Engine(jobs=1), "jobs2": Engine(jobs=2), "ray": Engine("ray")}
+    records, batches = {}, {}
+    for name, engine in engines.items():
+        config = TuneConfig(base=base, budget=3, seeds=1, ranking="sampled", results=tmp_path / name, engine=engine)
+        records[name] = tune(config).record
+        batches[name] = {p.parent.name: pl.read_parquet(p).drop(TIMING) for p in (tmp_path / name).rglob("batches*")}
+    assert len(records["sequential"]["trials"]) == 3 and len(batches["sequential"]) == 3
+    for name in ("jobs2", "ray"):
+        assert records[name]["trials"] == records["sequential"]["trials"]
+        assert records[name]["chosen"] == records["sequential"]["chosen"]
+        assert batches[name].keys() == batches["sequential"].keys()
+        assert all(batches[name][k].equals(batches["sequential"][k]) for k in batches[name])
 
 
 def test_ctrl_c_stops_the_workers_and_the_store_resumes(sequential, plugins, tmp_path):
@@ -186,7 +231,7 @@ def _fingerprint() -> str:
 def test_default_jobs_and_threads_follow_the_stated_rule():
     assert [default_jobs("cpu", cores) for cores in (1, 2, 3, 4, 16)] == [1, 1, 1, 2, 8]
     assert worker_threads(Engine(), jobs=2, cores=2) == 1 and worker_threads(Engine(), jobs=4, cores=16) == 4
-    assert worker_threads(Engine(threads=3), jobs=2, cores=2) == 3 and worker_threads(Engine("ray"), 1, 16) == 1
+    assert worker_threads(Engine(), jobs=3, cores=2) == 1 and worker_threads(Engine("ray"), 1, 16) == 1
 
 
 @pytest.mark.parametrize(
@@ -204,12 +249,22 @@ def test_bad_engines_fail_in_one_line_before_any_work(engine, message, monkeypat
         reproduce(ReproduceConfig(engine=engine))
 
 
-def test_engine_ray_without_ray_says_how_to_install_it(monkeypatch):
+@pytest.mark.parametrize("command", ["reproduce", "tune"])
+def test_engine_ray_without_ray_says_how_to_install_it_in_one_line(command, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
-    shown = runner.invoke(app, ["reproduce", "--engine", "ray", "--device", "cpu"])
-    assert shown.exit_code == 2
-    assert INSTALL_RAY in " ".join(shown.output.split())
+    monkeypatch.setattr(sys, "argv", ["melonbench", command, "--engine", "ray", "--device", "cpu"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    out = capsys.readouterr()
+    assert (out.out + out.err).strip() == f"error: {INSTALL_RAY}"
     assert "pip install 'melonbench[ray]'" in INSTALL_RAY
+
+
+def test_an_unknown_engine_is_a_usage_error_that_names_the_choices():
+    shown = runner.invoke(app, ["reproduce", "--engine", "spark"], env={"COLUMNS": "300"})
+    assert shown.exit_code == 2
+    assert "Invalid value for '--engine'" in shown.output and "'local', 'ray'" in shown.output
 
 
 def test_cli_engine_options_reach_the_config(monkeypatch):

@@ -1,12 +1,15 @@
-"""How a grid's tasks are run (:class:`Engine`, the options ``--engine``, ``--jobs``, ``--address``) and the rules
-for what a worker gets: how many workers by default, how many threads each."""
+"""How a grid's tasks are run (:class:`Engine`: the options ``--engine``, ``--jobs``, ``--address``) and what every
+worker shares, whichever engine starts it: how many workers by default, how many threads each, the setup it calls
+first, and how an exception travels back to the driver."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import importlib
 import os
-from collections.abc import Iterator
+import pickle
+import traceback
+from collections.abc import Callable
 
 from melonbench.core.errors import MelonbenchError
 from melonbench.pipeline import experiment
@@ -15,10 +18,10 @@ ENGINES = ("local", "ray")
 INSTALL_RAY = "--engine ray needs Ray, which is not installed here: pip install 'melonbench[ray]'"
 
 GPU_RUNS = 4
-"""Runs that share one GPU by default (local jobs on a CUDA machine; Ray's GPU fraction is 1/GPU_RUNS). A replay
-step at the paper's sizes launches many small kernels (a MeLON-NCF batch: about 10 ms of kernels in 30 ms on an
-H100) and leaves the GPU idle between them, so a few runs interleave on it; each holds its dataset and models
-(well under 2 GiB for the paper's datasets). ``benchmarks/grid_speed.py --device cuda`` measures the choice."""
+"""Runs that share one GPU by default (local jobs on a CUDA machine; each Ray task asks for 1/GPU_RUNS of a GPU). A
+replay step at the paper's sizes launches many small kernels and leaves the GPU idle between them, so a few runs
+interleave on it; each holds its dataset and models (well under 2 GiB for the paper's datasets). Not measured yet:
+``benchmarks/grid_speed.py --device cuda --engines local:1,local:2,local:4,local:8`` does."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,11 +39,6 @@ class Engine:
     address : str | None
         ``ray`` only: the address of a running Ray cluster (``ray start --head`` prints it; ``auto`` finds a local
         one). None starts a local Ray instance for the grid and stops it afterwards.
-    threads : int | None
-        PyTorch intra-op threads of each task in a worker (None: the cores divided by the jobs for ``local``, 1 for
-        ``ray``). A run's results do not depend on it (tests/test_engines.py), only its speed.
-    gpu_share : float | None
-        ``ray`` only, for runs on CUDA: the fraction of a GPU each task asks for (None: ``1 / GPU_RUNS``).
     setup : str | None
         ``module:function`` called once in every worker before its first task, e.g. to register a strategy that
         is not part of melonbench (workers import melonbench afresh and know only its registry).
@@ -49,8 +47,6 @@ class Engine:
     name: str = "local"
     jobs: int | None = None
     address: str | None = None
-    threads: int | None = None
-    gpu_share: float | None = None
     setup: str | None = None
 
     def check(self) -> None:
@@ -61,10 +57,6 @@ class Engine:
             raise MelonbenchError(f"--jobs must be at least 1, got {self.jobs}")
         if self.address is not None and self.name != "ray":
             raise MelonbenchError("--address names a Ray cluster: use it with --engine ray")
-        if self.threads is not None and self.threads < 1:
-            raise MelonbenchError(f"threads per task must be at least 1, got {self.threads}")
-        if self.gpu_share is not None and not 0 < self.gpu_share <= 1:
-            raise MelonbenchError(f"the GPU share of a task must lie in (0, 1], got {self.gpu_share}")
         if self.setup is not None and ":" not in self.setup:
             raise MelonbenchError(f"a worker setup is module:function, got '{self.setup}'")
         if self.name == "ray":
@@ -78,9 +70,9 @@ def default_jobs(device: str, cores: int | None = None) -> int:
     """Worker processes of ``--engine local`` when ``--jobs`` is not given.
 
     CPU: 1 on a machine with at most 2 cores (one run already keeps two cores busy with its own threads, and a
-    second process only adds a copy of the data), else half the cores, each worker with two threads (a batch's
-    tensors are too small for more threads to help much; more runs at once do). CUDA: ``GPU_RUNS`` runs share
-    the GPU, at most one per core.
+    second process only adds a copy of the data; benchmarks/grid_speed.py), else half the cores, each worker with
+    two threads (a batch's tensors are too small for more threads to help much; more runs at once do). CUDA:
+    ``GPU_RUNS`` runs share the GPU, at most one per core.
     """
     cores = cores or os.cpu_count() or 1
     if device != "cpu" and experiment.resolve_device(device).type == "cuda":
@@ -89,23 +81,29 @@ def default_jobs(device: str, cores: int | None = None) -> int:
 
 
 def worker_threads(engine: Engine, jobs: int, cores: int | None = None) -> int:
-    """Intra-op threads of each task in a worker: ``engine.threads``, else the cores shared by the jobs."""
-    if engine.threads is not None:
-        return engine.threads
+    """PyTorch intra-op threads of each task in a worker: 1 for a Ray task (it asks Ray for one CPU), else the
+    machine's cores shared by the jobs. A run's results do not depend on it, only its speed."""
     if engine.name == "ray":
         return 1
     return max(1, (cores or os.cpu_count() or 1) // jobs)
 
 
-@contextlib.contextmanager
-def environment(name: str, value: str) -> Iterator[None]:
-    """Set an environment variable for a block (a worker's private store), and put the old value back."""
-    old = os.environ.get(name)
-    os.environ[name] = value
+def setup_function(setup: str | None) -> Callable[[], object] | None:
+    """The callable named ``module:function`` (None for none); a one-line error when it cannot be found."""
+    if setup is None:
+        return None
+    module, _, name = setup.partition(":")
     try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise MelonbenchError(f"worker setup '{setup}' cannot be found ({type(exc).__name__}: {exc})") from None
+
+
+def transportable(exc: Exception) -> Exception:
+    """``exc`` as it can cross a process boundary, with its traceback as a note (the receiver has none)."""
+    exc.add_note("raised in a worker, where its traceback read:\n" + "".join(traceback.format_exception(exc)))
+    try:
+        pickle.dumps(exc)
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")

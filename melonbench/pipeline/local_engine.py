@@ -13,44 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import multiprocessing
 import os
-import pickle
 import signal
-import traceback
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_any
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from melonbench.core.errors import MelonbenchError
+from melonbench.pipeline.engines import setup_function, transportable
 from melonbench.pipeline.experiment import RunHooks
 from melonbench.pipeline.tasks import Task, TaskLost, run_task
 
 GRACE_S = 10.0  # how long an interrupted worker may take to stop before it is killed
-
-
-def setup_function(setup: str | None) -> Any:
-    """The callable named ``module:function`` (None for none); a one-line error when it cannot be found."""
-    if setup is None:
-        return None
-    module, _, name = setup.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise MelonbenchError(f"worker setup '{setup}' cannot be found ({type(exc).__name__}: {exc})") from None
-
-
-def transportable(exc: Exception) -> Exception:
-    """``exc`` as it can cross a process boundary, with its traceback as a note (the receiver has none)."""
-    exc.add_note("raised in a worker, where its traceback read:\n" + "".join(traceback.format_exception(exc)))
-    try:
-        pickle.dumps(exc)
-        return exc
-    except Exception:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
 def serve(conn: Connection, threads: int, results: Path | None, setup: str | None) -> None:

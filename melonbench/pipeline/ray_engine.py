@@ -3,7 +3,7 @@
 Nothing assumes a shared filesystem (``pipeline.shipping``): the driver puts each file a task reads into Ray's
 object store once (the prepared dataset is shared by every task; a node fetches it once), the task runs in a
 private store on its worker, and the files it made come back as its return value, which the driver writes into
-its own store. A task asks Ray for ``threads`` CPUs and, on CUDA, a share of a GPU (``Engine.gpu_share``). A task
+its own store. A task asks Ray for one CPU and, on CUDA, ``1 / engines.GPU_RUNS`` of a GPU. A task
 whose worker is lost (killed, out of memory, a node gone) is not retried: it fails alone (``tasks.TaskLost``) and
 ``--retry-failed`` runs it again. On Ctrl-C the running tasks are cancelled; a run they had not finished resumes
 from the last checkpoint the driver holds.
@@ -19,8 +19,7 @@ import torch
 
 from melonbench.core.errors import MelonbenchError
 from melonbench.pipeline import experiment
-from melonbench.pipeline.engines import GPU_RUNS, INSTALL_RAY, Engine, worker_threads
-from melonbench.pipeline.local_engine import setup_function
+from melonbench.pipeline.engines import GPU_RUNS, INSTALL_RAY, Engine, setup_function, worker_threads
 from melonbench.pipeline.shipping import inputs, land, run_in_private_store
 from melonbench.pipeline.tasks import Task, TaskLost, run_task
 from melonbench.store.paths import results_dir
@@ -34,11 +33,17 @@ def _ray() -> Any:
     return ray
 
 
-def connect(engine: Engine) -> None:
-    """Connect to the cluster at ``engine.address``, or start a local Ray instance (unless connected already).
+_connected_here = False  # whether connect() made this process's Ray connection (then the grid's end closes it)
 
-    The grid disconnects when it ends (:meth:`RayBackend.close`), which stops a local instance it started.
+
+def connect(engine: Engine) -> None:
+    """Connect to the cluster at ``engine.address``, or start a local Ray instance, unless this process is
+    connected already (a caller that runs several grids on one Ray instance, the tests).
+
+    The grid disconnects when it ends (:meth:`RayBackend.close`) if this function connected, which stops a local
+    instance.
     """
+    global _connected_here
     ray = _ray()
     if ray.is_initialized():
         return
@@ -50,11 +55,20 @@ def connect(engine: Engine) -> None:
             ray.init(num_cpus=engine.jobs or os.cpu_count(), **options)
     except ConnectionError as exc:
         raise MelonbenchError(f"cannot reach the Ray cluster at {engine.address}: {exc}") from None
+    _connected_here = True
+
+
+def disconnect() -> None:
+    """Close the connection :func:`connect` made (stopping a local instance it started); keep anyone else's."""
+    global _connected_here
+    if _connected_here:
+        _ray().shutdown()
+        _connected_here = False
 
 
 def cluster_device(engine: Engine) -> str:
     """``cuda`` when the cluster has GPUs, else ``cpu`` (what ``--device auto`` means for a Ray grid)."""
-    connect(engine)
+    connect(engine)  # kept for the grid's tasks
     return "cuda" if _ray().cluster_resources().get("GPU", 0) > 0 else "cpu"
 
 
@@ -99,7 +113,7 @@ class RayBackend:
         gpu = task.config.device.startswith("cuda")
         options = {
             "num_cpus": self.threads,
-            "num_gpus": (self.engine.gpu_share or 1 / GPU_RUNS) if gpu else 0,
+            "num_gpus": 1 / GPU_RUNS if gpu else 0,
             "max_retries": 0,
             "name": task.key,
         }
@@ -114,7 +128,10 @@ class RayBackend:
             task = self.running.pop(ref)
             try:
                 value, made, removed = self.ray.get(ref)
-            except self.ray.exceptions.RayError as exc:
+            except self.ray.exceptions.RayTaskError as exc:  # the task's code raised outside the run (its setup)
+                out.append((task, RuntimeError(f"the Ray task running {task.key} failed: {exc.cause!r}")))
+                continue
+            except self.ray.exceptions.RayError as exc:  # its worker died, its node was lost
                 out.append((task, TaskLost(f"the Ray task running {task.key} was lost ({type(exc).__name__})")))
                 continue
             out.append((task, land(value, made, removed, self.results)))
@@ -125,4 +142,4 @@ class RayBackend:
             for ref in self.running:
                 self.ray.cancel(ref, force=True)
             self.running.clear()
-        self.ray.shutdown()
+        disconnect()

@@ -6,28 +6,51 @@ driver has them), under ``results/`` its run's folder (a checkpoint to resume fr
 runs there exactly as it would here (:func:`run_in_private_store`) and sends back every file it made or changed,
 and the names of those it removed. The driver writes them into its own store (:func:`land`), each file atomically
 and a run's ``manifest.json`` last, since the manifest is what makes a run finished: an interruption between two
-files leaves at worst an unfinished run, which resumes.
+files leaves at worst an unfinished run, which resumes. A JSON file that names a path of the private store (a
+failure record: "the last checkpoint is in ...") names the driver's instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import json
+import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from melonbench.online.candidates import negatives_path
-from melonbench.pipeline.engines import environment
+from melonbench.pipeline.engines import transportable
 from melonbench.pipeline.experiment import RunResult, stored_run
-from melonbench.pipeline.local_engine import transportable
 from melonbench.pipeline.tasks import Task, products
 from melonbench.store.atomic import atomic_write_bytes
 from melonbench.store.paths import datasets_dir, home
 from melonbench.store.results import MANIFEST
 
 HOME, RESULTS = "home", "results"
+MARK = "<melonbench-private-store>"  # a private store's root in the JSON files sent back
+
+
+@contextlib.contextmanager
+def environment(name: str, value: str) -> Iterator[None]:
+    """Set an environment variable for a block (a worker's private store), and put the old value back."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _json_text(path: Path | str) -> bytes:
+    """``path`` as it appears inside a JSON string."""
+    return json.dumps(str(path))[1:-1].encode()
 
 
 def inputs(task: Task, results: Path, fingerprint: str) -> dict[str, Path]:
@@ -71,7 +94,7 @@ def run_in_private_store(
             if path.is_file() and not path.name.startswith("."):  # a dot-file: a temporary or a write check
                 data = path.read_bytes()
                 if digests.get(name) != hashlib.sha256(data).digest():
-                    made[name] = data
+                    made[name] = data.replace(_json_text(root), MARK.encode()) if name.endswith(".json") else data
         removed = [name for name in files if not (root / name).exists()]
         return _relative(value, root), made, removed
 
@@ -85,7 +108,11 @@ def land(value: Any, made: dict[str, bytes], removed: list[str], results: Path) 
         return (home() if top == HOME else results) / rest
 
     for name in sorted(made, key=lambda n: n.endswith(f"/{MANIFEST}")):
-        atomic_write_bytes(target(name), made[name])
+        data = made[name]
+        if name.endswith(".json"):
+            for top in (HOME, RESULTS):
+                data = data.replace(f"{MARK}/{top}".encode(), _json_text(target(f"{top}/x").parent))
+        atomic_write_bytes(target(name), data)
     for name in removed:
         target(name).unlink(missing_ok=True)
     if isinstance(value, RunResult):
