@@ -26,7 +26,8 @@ from melonbench.pipeline import reproduce as reproduce_module
 from melonbench.pipeline.engines import INSTALL_RAY, Engine, default_jobs, worker_threads
 from melonbench.pipeline.executor import execute
 from melonbench.pipeline.experiment import RunHooks
-from melonbench.pipeline.reproduce import ReproduceConfig, reproduce
+from melonbench.pipeline.progress import LogGridHooks, RichGridHooks, grid_hooks
+from melonbench.pipeline.reproduce import GridHooks, ReproduceConfig, reproduce
 from melonbench.pipeline.shipping import inputs, land, run_in_private_store
 from melonbench.pipeline.tasks import plan, run_task
 from melonbench.pipeline.tune import TuneConfig, tune
@@ -86,7 +87,10 @@ def sequential(tmp_path_factory) -> dict[str, pl.DataFrame]:
 def ray_instance():
     """One local Ray instance with 2 CPUs for the whole session (its start-up costs seconds), with the failing
     strategies importable in its workers; the engine uses it and leaves it running (``ray_engine.connect``)."""
-    ray = pytest.importorskip("ray", reason="the Ray tests need `pip install -e '.[ray]'` (CI installs it)")
+    try:
+        import ray
+    except ImportError:  # the dev extra installs Ray: the suite must not pass without having run these tests
+        pytest.fail("Ray is not installed, but the dev extra installs it: pip install -e '.[dev]'", pytrace=False)
     env = {
         "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]),  # engine_plugins, for the workers
         "RAY_AUTH_MODE": "disabled",  # else Ray writes a token into $HOME/.ray, outside the test's folders
@@ -119,11 +123,25 @@ def _same_as(runs: dict[str, pl.DataFrame], reference: dict[str, pl.DataFrame], 
         assert frame.equals(reference[same[0]]), run_id
 
 
+class _CountingHooks(GridHooks):
+    def __init__(self) -> None:
+        self.counts: list[tuple[int, int, int]] = []
+
+    def start(self, total: int) -> None:
+        self.counts.append((0, total, 0))
+
+    def finished(self, done: int, total: int, failed: int, elapsed_s: float) -> None:
+        self.counts.append((done, total, failed))
+
+
 def test_two_workers_give_the_sequential_bits_and_a_killed_worker_fails_alone(sequential, plugins, tmp_path):
     results = tmp_path / "results"
     console = Console(record=True, width=300, file=io.StringIO())
     engine = Engine(jobs=2, setup=SETUP)
-    result = reproduce(_grid(results, ("default", "mwnet", "diverge", "die"), engine), console=console)
+    hooks = _CountingHooks()
+    result = reproduce(_grid(results, ("default", "mwnet", "diverge", "die"), engine), hooks, console)
+    assert hooks.counts[0] == (0, 10, 0) and hooks.counts[-1] == (10, 10, 2)  # 4 strategies and pop, 2 seeds
+    assert [done for done, _, _ in hooks.counts] == list(range(11))
     assert multiprocessing.active_children() == []  # the workers are gone
     runs = _batches(results)
     assert len(runs) == 8  # die's seed 1 finishes: it is Default, so its bits are default seed 1's
@@ -226,6 +244,15 @@ def _fingerprint() -> str:
     from melonbench.pipeline import experiment
 
     return experiment.dataset_fingerprint(experiment.load_or_generate("synthetic"))
+
+
+def test_grid_progress_is_a_bar_on_a_terminal_and_a_line_per_run_elsewhere():
+    assert isinstance(grid_hooks(Console(file=io.StringIO(), force_terminal=True)), RichGridHooks)
+    out = io.StringIO()
+    hooks = grid_hooks(Console(file=out, width=80))
+    assert isinstance(hooks, LogGridHooks)
+    hooks.finished(3, 90, 1, 3723.9)
+    assert out.getvalue() == "grid: 3/90 runs done, 1 failed, 1:02:03 elapsed\n"
 
 
 def test_default_jobs_and_threads_follow_the_stated_rule():

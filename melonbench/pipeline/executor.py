@@ -131,6 +131,8 @@ def execute(
                     backend.submit(task)
                     running += 1
             if not running:
+                if waiting and not ready:  # cannot happen with plan()'s tasks; never spin on a broken list
+                    raise ValueError(f"tasks wait for each other: {', '.join(t.key for t in waiting)}")
                 continue
             for task, result in backend.wait():
                 running -= 1
