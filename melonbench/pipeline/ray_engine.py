@@ -52,7 +52,8 @@ def connect(engine: Engine) -> None:
         if engine.address is not None:
             ray.init(address=engine.address, **options)
         else:
-            ray.init(num_cpus=engine.jobs or os.cpu_count(), **options)
+            # "local": a new instance even where a cluster runs on this machine (ray.init alone would join it)
+            ray.init(address="local", num_cpus=engine.jobs or os.cpu_count(), **options)
     except ConnectionError as exc:
         raise MelonbenchError(f"cannot reach the Ray cluster at {engine.address}: {exc}") from None
     _connected_here = True
