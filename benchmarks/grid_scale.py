@@ -145,23 +145,41 @@ class StageClock:
     def advance(self, done: int, split: str, running_hr5: float) -> None: ...
     def note(self, message: str) -> None: ...
 
-    def figures(self, strategy: str, model: str, seed: int, batches: Any) -> RunFigures:
-        """This run's figures; ``batches`` is its ``batches.parquet`` (columns ``eval_s``, ``update_s``)."""
+    @property
+    def seconds(self) -> float:
+        return self.exited - self.entered
+
+    def figures(
+        self,
+        strategy: str,
+        model: str,
+        seed: int,
+        batches: Any,
+        pretrain: StageClock | None = None,
+        meta: StageClock | None = None,
+    ) -> RunFigures:
+        """This run's figures; ``batches`` is its ``batches.parquet`` (columns ``eval_s``, ``update_s``).
+
+        The grid runs a recommender's pre-training and a meta-model's as tasks of their own before the run
+        (``pipeline.tasks``): ``pretrain`` and ``meta`` are their clocks, for the first run that needed them (None
+        after: the run loads the cached result, inside its own stages).
+        """
         s = self.stages
         after_setup = s.get("meta pre-training", s["replay"])
         replay = self.exited - s["replay"]
         ranking, update = float(batches["eval_s"].sum()), float(batches["update_s"].sum())
+        trained = pretrain.epochs if pretrain is not None else []
         return RunFigures(
             strategy,
             model,
             seed,
             load=s["pre-training"] - self.entered,
-            pretrain=s["set-up"] - s["pre-training"],
-            pretrain_epochs=len(self.epochs),
-            pretrain_epoch_s=_epoch_seconds(s["pre-training"], self.epochs),
+            pretrain=s["set-up"] - s["pre-training"] + (pretrain.seconds if pretrain is not None else 0.0),
+            pretrain_epochs=len(trained),
+            pretrain_epoch_s=_epoch_seconds(pretrain.entered, trained) if pretrain is not None else 0.0,
             setup=after_setup - s["set-up"],
-            meta=s["replay"] - after_setup,
-            meta_epochs=self.meta_epochs,
+            meta=s["replay"] - after_setup + (meta.seconds if meta is not None else 0.0),
+            meta_epochs=meta.meta_epochs if meta is not None else 0,
             ranking=ranking,
             update=update,
             other=replay - ranking - update,
@@ -300,8 +318,9 @@ def run_grid(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     from melonbench.data.prepare import prepare_dataset
     from melonbench.data.store import load_card
     from melonbench.online.timing import device_name
+    from melonbench.pipeline.engines import Engine
     from melonbench.pipeline.experiment import resolve_device
-    from melonbench.pipeline.reproduce import ReproduceConfig, grid, reproduce
+    from melonbench.pipeline.reproduce import GridHooks, ReproduceConfig, grid, reproduce
     from melonbench.store.results import git_commit
     from melonbench.strategies import STRATEGIES
 
@@ -331,24 +350,40 @@ def run_grid(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         results=home / "grid-results",
         out=home / "grid-report",
         settings=settings,
+        engine=Engine(jobs=1),  # in this process, one task after another: each task's stages are timed here
     )
-    clocks: list[StageClock] = []
+    clocks: dict[str, StageClock] = {}  # every task's clock, by task key, in the order they ran
+    run_tasks: list[Any] = []
+    pretrained: dict[tuple[str, int], str] = {}  # (model, seed) -> key of the pre-training task that ran
 
-    def hooks(label: str) -> StageClock:
-        clocks.append(StageClock(label, sync))
-        return clocks[-1]
+    class Clocks(GridHooks):
+        """Each task's clock (the grid runs in this process, one task after another: ``Engine(jobs=1)``)."""
+
+        def task(self, task: Any) -> StageClock:
+            clocks[task.key] = StageClock(f"{task.kind} {task.config.strategy}/{task.config.model}", sync)
+            if task.kind == "run":
+                run_tasks.append(task)
+            if task.kind == "pretrain":
+                pretrained[(task.config.model, task.config.seed)] = task.key
+            return clocks[task.key]
 
     began = time.perf_counter()
-    result = reproduce(config, hooks=hooks)
+    result = reproduce(config, hooks=Clocks())
     ended = time.perf_counter()
     if result.failures:
         raise SystemExit(f"{len(result.failures)} run(s) of the grid failed: {[f.what() for f in result.failures]}")
-    runs = []
-    for clock, outcome in zip(clocks, result.runs, strict=True):
+    runs, attributed = [], set()
+    for task, outcome in zip(run_tasks, result.runs, strict=True):
         c = outcome.manifest["config"]
         batches = pl.read_parquet(outcome.path / "batches.parquet", columns=["eval_s", "update_s"])
-        runs.append(clock.figures(c["strategy"], c["model"], c["seed"], batches))
-    phases = breakdown(runs, prepared - started, clocks[0].entered - began, ended - clocks[-1].exited)
+        # the pre-training and meta-model tasks count for the first run that needed them
+        pre, meta = pretrained.get((c["model"], c["seed"])), task.needs[0] if task.needs[0] in clocks else None
+        pre_clock = clocks[pre] if pre is not None and pre not in attributed else None
+        meta_clock = clocks[meta] if meta is not None and meta.startswith("meta-") and meta not in attributed else None
+        attributed.update(k for k in (pre, meta) if k is not None)
+        runs.append(clocks[task.key].figures(c["strategy"], c["model"], c["seed"], batches, pre_clock, meta_clock))
+    first, last = next(iter(clocks.values())), clocks[run_tasks[-1].key]
+    phases = breakdown(runs, prepared - started, first.entered - began, ended - last.exited)
     total = ended - started
     figures: dict[str, Any] = {
         "device": device_name(device),
