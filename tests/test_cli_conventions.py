@@ -224,7 +224,7 @@ def test_strategies_show_prints_every_setting_with_its_default_and_note():
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]] for line in _table_lines(result)}
     defaults = MelonConfig()  # the printed default is the dataclass's (a string quoted)
     assert rows["meta_epochs"][:2] == ["int", str(defaults.meta_epochs)]
-    assert rows["meta_epochs"][2].startswith("passes over the pre-training part; paper: 100")
+    assert rows["meta_epochs"][2].startswith("passes over the pre-training part, each from the checkpoint; paper: 100")
     assert rows["variant"][:2] == ["str", repr(defaults.variant)]
     assert rows["variant"][2].startswith('"paper-mean" (the paper\'s networks,')  # the comment lines above it
     assert rows["lr_bias_high"] == ["float", str(defaults.lr_bias_high), ""]  # a field without a comment

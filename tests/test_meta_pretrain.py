@@ -33,22 +33,31 @@ class Poisoned(Strategy):
     label = "Poisoned"
     meta = True
     Config = PoisonConfig
-    trained = 0  # how many trainers made a pretrain_step (class-wide: train_meta builds its own instance)
+    trained = 0  # how many meta pre-trainings began (class-wide: train_meta builds its own instances)
     seen: list[Batch] = []  # noqa: RUF012  (the batches every trainer saw, for the negatives test)
+    starts: list[float] = []  # noqa: RUF012  (the recommender's first table's sum when each pass began)
 
     def __init__(self, model, config, seed):
         super().__init__(model, config, seed)
         self.weight = torch.ones(3)
-        self.calls = 0
+        self.calls = 0  # pretrain_step calls over all passes (part of the meta state)
+        self.steps = 0  # this instance's
+        self.loaded = False
 
     def online_step(self, batch, history):
         return self.model.bpr_loss(batch.users, batch.items, batch.negatives).detach()
 
     def pretrain_step(self, batch, history):
-        Poisoned.trained += self.calls == 0
+        table = next(self.model.parameters())
+        if self.steps == 0:
+            Poisoned.trained += not self.loaded
+            Poisoned.starts.append(float(table.detach().double().sum()))
         Poisoned.seen.append(batch)
         self.calls += 1
+        self.steps += 1
         self.weight += 1.0  # learns something
+        with torch.no_grad():
+            table += 1.0  # and moves the recommender, as a meta strategy's update does
         losses = self.online_step(batch, history)
         if self.calls == self.config.poison_at:
             if self.config.poison == "loss":
@@ -58,10 +67,16 @@ class Poisoned(Strategy):
         return losses
 
     def meta_state_dict(self):
-        return {"weight": self.weight.clone(), "optimizer": {"state": {0: {"step": torch.tensor(1e12)}}}}
+        return {
+            "weight": self.weight.clone(),
+            "calls": torch.tensor(self.calls),
+            "optimizer": {"state": {0: {"step": torch.tensor(1e12)}}},
+        }
 
     def load_meta_state_dict(self, state):
         self.weight = state["weight"].clone()
+        self.calls = int(state["calls"])
+        self.loaded = True
 
 
 @pytest.fixture
@@ -69,6 +84,7 @@ def poisoned(monkeypatch):
     monkeypatch.setitem(strategies.STRATEGIES, "poisoned", Poisoned)
     monkeypatch.setattr(Poisoned, "trained", 0)
     monkeypatch.setattr(Poisoned, "seen", [])
+    monkeypatch.setattr(Poisoned, "starts", [])
 
 
 def load(stream, params, on_note=None):
@@ -163,3 +179,19 @@ def test_every_meta_strategy_returns_its_batch_losses_from_pretrain_step(name):
     expected = model.bpr_loss(users, items, negatives).detach()
     losses = strategy.pretrain_step(batch, history)
     torch.testing.assert_close(losses, expected)  # ℓ_x(θ_t), before the step's update
+
+
+def test_every_pass_starts_from_the_pre_trained_recommender_and_carries_the_meta_state(poisoned):
+    # Online, a meta-model always updates the pre-trained checkpoint: each pass of meta pre-training simulates that,
+    # instead of updating a copy that earlier passes already moved (issue 16: that copy drifted, and MeLON's
+    # outcome over seeds split in two).
+    stream = tiny_stream()
+    params = (("meta_epochs", "3"),)
+    strategy = build_strategy("poisoned", tiny_model("bpr", stream), params, 0)
+    table = next(strategy.model.parameters())
+    before = table.detach().clone()
+    state = train_meta(strategy, params, stream, 0, 64)
+    assert Poisoned.starts == [pytest.approx(float(before.double().sum()), abs=1e-6)] * 3
+    assert torch.equal(table, before)  # the strategy's own recommender is never touched
+    assert state["weight"].tolist() == [22.0, 22.0, 22.0]  # 1 + 3 passes × 7 batches: the meta state carries over
+    assert Poisoned.trained == 1

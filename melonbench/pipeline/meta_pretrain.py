@@ -7,7 +7,12 @@ the identical recommender checkpoint (design.md, Protocol).
 
 Deviation, stated: the paper samples the mini-batches at random; we pass over the pre-training part in time order
 (batches of the online size), because a random mini-batch has no well-defined "previous interaction of each
-user and item" (B_t^last), which the look-ahead needs. ``meta_epochs`` passes are made, each from the start.
+user and item" (B_t^last), which the look-ahead needs. ``meta_epochs`` passes are made, each from the start of the
+stream **and from the pre-trained recommender**: online, the meta-model always updates that checkpoint, so each pass
+simulates exactly that; only the meta state (the meta-model and its optimiser) carries over. (Until issue 16 the
+passes went on updating one copy, which by the third pass had drifted far from the checkpoint: MeLON's outcome over
+seeds split between rates that opened and rates that stayed near zero, and longer meta pre-training diverged; see
+docs/melon.md, "Stability on real data".)
 
 Negatives follow the online replay's rule, so that the meta-model learns on what it will see online: each batch's
 training negative for the interaction at position p is drawn among the items that appeared before p, minus the
@@ -54,7 +59,7 @@ Grocery, seeds 0–4, every meta strategy): weights ≤ 6, Adam moments ≤ 4e2 
 ≤ 20). The exploded MeLON states of issue 16 held Adam moments of 1e15–1e24. 1e8 lies five orders of magnitude
 above the first and seven below the second."""
 
-PROCEDURE = 2
+PROCEDURE = 3
 """Version of what :func:`train_meta` computes, in the cache key (2: the online replay's negatives)."""
 
 
@@ -88,11 +93,16 @@ def train_meta(
         When a batch's loss is not finite or the meta state fails :func:`meta_state_problem`, naming the epoch and
         the batch.
     """
-    trainer = build_strategy(strategy.name, copy.deepcopy(strategy.model), params, seed)
     gen = generator(seed, "meta-pretrain", stream.users.device)
     epochs = int(getattr(strategy.config, "meta_epochs", 1))
     spans = list(batch_spans(stream, ("pretrain",), batch_size))
+    state: dict | None = None
     for epoch in range(1, epochs + 1):
+        # every pass starts from the pre-trained recommender, as the online replay does; only the meta state
+        # (the meta-model and its optimiser) carries over from one pass to the next
+        trainer = build_strategy(strategy.name, copy.deepcopy(strategy.model), params, seed)
+        if state is not None:
+            trainer.load_meta_state_dict(state)
         history = History(stream.users, stream.items, stream.n_users, stream.n_items, cursor=0)
         for index, (split, lo, hi) in enumerate(spans):
             positions = torch.arange(lo, hi, device=stream.users.device)
@@ -115,7 +125,7 @@ def train_meta(
             history.advance(hi - lo)
             if on_batch is not None:
                 on_batch(epoch, index + 1, len(spans))
-    state = trainer.meta_state_dict()
+        state = trainer.meta_state_dict()
     problem = meta_state_problem(state)
     if problem is not None:  # only reachable with no batch at all; kept so that nothing unchecked is ever returned
         raise DivergenceError(f"meta pre-training of {strategy.name} (seed {seed}) gave an unusable state: {problem}")

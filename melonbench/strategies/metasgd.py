@@ -53,7 +53,7 @@ class MetaSGDConfig:
     alpha_low: float = 0.005  # α init U[low, high]: Li et al. 2017
     alpha_high: float = 0.1  # Li et al. 2017
     meta_lr: float = 1e-3  # Adam on α: Li et al. 2017 meta-train with Adam; Adam's usual 1e-3
-    meta_epochs: int = 3  # passes over the pre-training part: as MeLON's default (its Alg. 1: 100), equal budget
+    meta_epochs: int = 10  # passes over the pre-training part: as MeLON's default (its Alg. 1: 100), equal budget
     cuda_graphs: bool = True  # on CUDA, replay each batch's steps as a CUDA graph (docs/melon.md)
 
 

@@ -71,7 +71,7 @@ class MWNetConfig(DefaultConfig):
     hidden: int = 100  # Shu et al. 2019 (1-100-1 MLP)
     meta_lr: float = 1e-3  # strategies.md, after Shu et al. (weight-net Adam lr)
     meta_weight_decay: float = 1e-4  # strategies.md, after Shu et al.
-    meta_epochs: int = 3  # passes over the pre-training part: as MeLON's default (its Alg. 1: 100), equal budget
+    meta_epochs: int = 10  # passes over the pre-training part: as MeLON's default (its Alg. 1: 100), equal budget
 
 
 class MWNet(Default):

@@ -81,7 +81,7 @@ class S2MetaConfig:
     meta_lr: float = 1e-4  # meta-optimiser Adam lr (docs/strategies.md)
     meta_weight_decay: float = 1e-6  # meta-optimiser weight decay (docs/strategies.md)
     meta_clip: float = 0.25  # meta-gradient value clip (docs/strategies.md)
-    meta_epochs: int = 3  # passes over the pre-training part to pre-train the MetaLSTMs (as MeLON, MWNet, MetaSGD)
+    meta_epochs: int = 10  # passes over the pre-training part to pre-train the MetaLSTMs (as MeLON, MWNet, MetaSGD)
     cuda_graphs: bool = True  # on CUDA, replay each batch's steps as a CUDA graph (docs/baselines.md)
 
 

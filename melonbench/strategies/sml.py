@@ -67,7 +67,7 @@ class SMLConfig:
     transfer_lr: float = 1e-3  # Adam lr of the transfer networks (docs/strategies.md)
     transfer_weight_decay: float = 1e-4  # their weight decay (docs/strategies.md)
     hidden: int = 512  # width of the transfer network's hidden linear layer (docs/strategies.md)
-    meta_epochs: int = 3  # passes over the pre-training part to pre-train f_Θ (as MeLON, MWNet, MetaSGD)
+    meta_epochs: int = 10  # passes over the pre-training part to pre-train f_Θ (as MeLON, MWNet, MetaSGD)
     cuda_graphs: bool = True  # on CUDA, replay each batch's steps as a CUDA graph (docs/baselines.md)
 
 

@@ -18,7 +18,7 @@ class MelonConfig:
     # (the released code); docs/melon.md, "The variants" and "Stability on real data"
     variant: str = "paper-mean"
     meta_lr: float = 1e-3  # paper, Algorithm 1 (Adam)
-    meta_epochs: int = 3  # passes over the pre-training part; paper: 100 (kept small for cost, docs/melon.md)
+    meta_epochs: int = 10  # passes over the pre-training part, each from the checkpoint; paper: 100 (docs/melon.md)
     hidden: int = 32  # size of h_x; paper silent (reference code: 20, used by variant=reference)
     role_hidden: int = 16  # size of h_{x,m}; paper silent (reference code: 20, used by variant=reference)
     neighbours: int = 10  # neighbours per side, paper Sec. 4.1 ("up to 10")
