@@ -27,8 +27,10 @@ exits with code 1 from ``reproduce``; this script records that and goes on, and 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 PAGE = ROOT / "docs" / "results.md"
 STAGES = ("prepare", "tune", "published", "tuned", "paper", "page")
+CV_TARGET = 0.25  # issue 16: no strategy's test HR@5 varies over seeds by more than this coefficient of variation
 
 # name → the `melonbench prepare` arguments that make it (inputs under ../shared/data)
 RECIPES: dict[str, list[str]] = {
@@ -146,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             table.parent.mkdir(parents=True, exist_ok=True)
             if melonbench(["report", "--markdown", "-d", dataset, "--out", str(table)], env, log) == 0:
                 page = replace_section(page, dataset, _demote_headings(table.read_text()))
+            spread = spread_table(seed_spread(home / "results", dataset))
+            page = replace_section(page, f"{dataset}-seeds", f"Test HR@5 over seeds, {dataset}:\n\n{spread}")
         tmp = args.page.with_suffix(".md.tmp")
         tmp.write_text(page)
         tmp.replace(args.page)  # atomic: a failed regeneration leaves the old page
@@ -154,6 +159,60 @@ def main(argv: list[str] | None = None) -> int:
     for line in log:
         print(line, file=sys.stderr)
     return 1 if log else 0
+
+
+def seed_spread(results: Path, dataset: str) -> list[dict]:
+    """Per (model, strategy, protocol, settings): the test HR@5 of every finished seed under both rankings.
+
+    Read from the run manifests (``summary``), failed runs counted apart; one row per group, sorted.
+    """
+    groups: dict[tuple[str, str, str, str], dict] = {}
+    for folder in sorted(results.glob(f"{dataset}_*")):
+        for name, finished in (("manifest.json", True), ("failure.json", False)):
+            path = folder / name
+            if not path.is_file():
+                continue
+            record = json.loads(path.read_text())
+            config = record["config"]
+            key = (config["model"], config["strategy"], config["protocol"], "tuned" if config.get("tuned") else "")
+            group = groups.setdefault(key, {"sampled": [], "full": [], "failed": 0})
+            if finished:
+                group["sampled"].append(record["summary"]["sampled_hr@5"])
+                group["full"].append(record["summary"]["full_hr@5"])
+            else:
+                group["failed"] += 1
+            break
+    return [
+        {"model": k[0], "strategy": k[1], "protocol": k[2], "settings": k[3], **v} for k, v in sorted(groups.items())
+    ]
+
+
+def cv(values: list[float]) -> float | None:
+    """Coefficient of variation (sample standard deviation over the mean); None below two values or a zero mean."""
+    if len(values) < 2 or statistics.mean(values) == 0:
+        return None
+    return statistics.stdev(values) / statistics.mean(values)
+
+
+def spread_table(rows: list[dict]) -> str:
+    """Markdown: mean and CV of test HR@5 per group and ranking, marked where the CV exceeds :data:`CV_TARGET`."""
+    lines = [
+        "| model | strategy | protocol | settings | seeds | failed | sampled HR@5 | CV | full HR@5 | CV |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        cells = []
+        for ranking in ("sampled", "full"):
+            values, spread = row[ranking], cv(row[ranking])
+            mean = f"{statistics.mean(values):.4f}" if values else "—"
+            shown = "—" if spread is None else f"{spread:.3f}" + (" **>0.25**" if spread > CV_TARGET else "")
+            cells += [mean, shown]
+        settings = row["settings"] or "published"
+        lines.append(
+            f"| {row['model']} | {row['strategy']} | {row['protocol']} | {settings} | {len(row['sampled'])} "
+            f"| {row['failed']} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _demote_headings(markdown: str) -> str:

@@ -3,6 +3,7 @@ grid goes from tuning to the page through the real CLI."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -54,3 +55,33 @@ def test_tune_then_tuned_grid_then_page(melonbench_home, tmp_path):
     section = text.split("<!-- generated: synthetic -->")[1]
     assert "tuned" in section.lower() and "pop" in section
     assert (melonbench_home / "results" / "tuning").is_dir()
+
+
+def _manifest(folder: Path, strategy: str, seed: int, sampled: float, full: float, *, failed: bool = False) -> None:
+    run = folder / f"g1_bpr_{strategy}_seed{seed}_leakfree_test_{seed:010d}"
+    run.mkdir(parents=True)
+    config = {"model": "bpr", "strategy": strategy, "protocol": "leakfree", "seed": seed, "tuned": None}
+    if failed:
+        (run / "failure.json").write_text(json.dumps({"config": config, "reason": "diverged"}))
+    else:
+        summary = {"sampled_hr@5": sampled, "full_hr@5": full}
+        (run / "manifest.json").write_text(json.dumps({"config": config, "summary": summary}))
+
+
+def test_seed_spread_gives_mean_and_coefficient_of_variation_and_marks_the_target(tmp_path):
+    for seed, (sampled, full) in enumerate([(0.2, 0.01), (0.3, 0.03), (0.4, 0.02)]):
+        _manifest(tmp_path, "melon", seed, sampled, full)
+    _manifest(tmp_path, "melon", 3, 0.0, 0.0, failed=True)
+    _manifest(tmp_path, "default", 0, 0.1, 0.01)
+    rows = results_page.seed_spread(tmp_path, "g1")
+    assert [(r["strategy"], r["sampled"], r["failed"]) for r in rows] == [
+        ("default", [0.1], 0),
+        ("melon", [0.2, 0.3, 0.4], 1),
+    ]
+    # sampled: mean 0.3, sd 0.1 → CV 0.333 (above 0.25); full: mean 0.02, sd 0.01 → CV 0.5
+    table = results_page.spread_table(rows)
+    assert (
+        "| bpr | melon | leakfree | published | 3 | 1 | 0.3000 | 0.333 **>0.25** | 0.0200 | 0.500 **>0.25** |" in table
+    )
+    assert "| bpr | default | leakfree | published | 1 | 0 | 0.1000 | — | 0.0100 | — |" in table
+    assert results_page.cv([0.3, 0.3]) == 0.0 and results_page.cv([0.1]) is None
