@@ -160,15 +160,7 @@ class RichTuneHooks(TuneHooks):
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
+        self.progress = _counted_bars(console)
         self.trials_task = None
 
     def __enter__(self) -> RichTuneHooks:
@@ -196,12 +188,8 @@ class RichTuneHooks(TuneHooks):
         settings = (
             describe(task.config.strategy_params) if task.kind != "pretrain" and task.config.strategy_params else ""
         )
-        hooks = _TaskHooks(self.progress, f"seed {task.config.seed}" + (f", {settings}" if settings else ""))
-        try:
+        with _task_bars(self.progress, f"seed {task.config.seed}" + (f", {settings}" if settings else "")) as hooks:
             yield hooks
-        finally:
-            for task_id in hooks.tasks:
-                self.progress.remove_task(task_id)
 
 
 class RichGridHooks(GridHooks):
@@ -209,15 +197,7 @@ class RichGridHooks(GridHooks):
     this process (with one job; worker processes and Ray tasks show only in the runs bar and the lines)."""
 
     def __init__(self, console: Console) -> None:
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
+        self.progress = _counted_bars(console)
         self.bar = None
 
     def __enter__(self) -> RichGridHooks:
@@ -236,12 +216,10 @@ class RichGridHooks(GridHooks):
     @contextlib.contextmanager
     def task(self, task: Task) -> Iterator[RunHooks]:
         split = task.config.split
-        hooks = _TaskHooks(self.progress, _task_label(task), f"{split} replay" if split == "validation" else "replay")
-        try:
-            yield hooks
-        finally:
-            for task_id in hooks.tasks:
-                self.progress.remove_task(task_id)
+        with _task_bars(
+            self.progress, _task_label(task), f"{split} replay" if split == "validation" else "replay"
+        ) as h:
+            yield h
 
 
 class LogGridHooks(GridHooks):
@@ -264,6 +242,30 @@ class LogGridHooks(GridHooks):
 
     def task(self, task: Task) -> LogHooks:
         return LogHooks(self.console, _task_label(task))
+
+
+def _counted_bars(console: Console) -> Progress:
+    """Bars with a description, the count done/total, a free ``info`` field and the elapsed time."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+@contextlib.contextmanager
+def _task_bars(progress: Progress, label: str, replay: str = "validation replay") -> Iterator[_TaskHooks]:
+    """One task's bars (pre-training epochs, meta-model batches, replayed batches), removed when it ends."""
+    hooks = _TaskHooks(progress, label, replay)
+    try:
+        yield hooks
+    finally:
+        for task_id in hooks.tasks:
+            progress.remove_task(task_id)
 
 
 def _task_label(task: Task) -> str:
