@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -205,7 +206,16 @@ def test_tune_gives_the_same_trials_and_choice_with_every_engine(ray_instance, p
         assert all(batches[name][k].equals(batches["sequential"][k]) for k in batches[name])
 
 
-def test_ctrl_c_stops_the_workers_and_the_store_resumes(sequential, plugins, tmp_path):
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt in this process, as in a terminal. A shell that starts a job in the background
+    starts it with SIGINT ignored, and Python then leaves it ignored: a CI runner may run the suite so."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_the_workers_and_the_store_resumes(sequential, plugins, ctrl_c_raises, tmp_path):
     results = tmp_path / "results"
     with pytest.raises(KeyboardInterrupt):
         reproduce(_grid(results, ("ctrl-c",), Engine(jobs=2, setup=SETUP)))
