@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
 def seed_spread(results: Path, dataset: str) -> list[dict]:
     """Per (model, strategy, protocol, settings): the test HR@5 of every finished seed under both rankings.
 
-    Read from the run manifests (``summary``), failed runs counted apart; one row per group, sorted.
+    Read from the run manifests (``summary``), failed runs counted apart; one row per group, sorted. A run of
+    ``reproduce --tuned`` is "tuned" even when its strategy has nothing to tune (its ``tuned`` is then empty).
     """
     groups: dict[tuple[str, str, str, str], dict] = {}
     for folder in sorted(results.glob(f"{dataset}_*")):
@@ -174,7 +175,12 @@ def seed_spread(results: Path, dataset: str) -> list[dict]:
                 continue
             record = json.loads(path.read_text())
             config = record["config"]
-            key = (config["model"], config["strategy"], config["protocol"], "tuned" if config.get("tuned") else "")
+            key = (
+                config["model"],
+                config["strategy"],
+                config["protocol"],
+                "tuned" if config.get("tuned") is not None else "",
+            )
             group = groups.setdefault(key, {"sampled": [], "full": [], "failed": 0})
             if finished:
                 group["sampled"].append(record["summary"]["sampled_hr@5"])

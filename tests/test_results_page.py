@@ -57,10 +57,10 @@ def test_tune_then_tuned_grid_then_page(melonbench_home, tmp_path):
     assert (melonbench_home / "results" / "tuning").is_dir()
 
 
-def _manifest(folder: Path, strategy: str, seed: int, sampled: float, full: float, *, failed: bool = False) -> None:
-    run = folder / f"g1_bpr_{strategy}_seed{seed}_leakfree_test_{seed:010d}"
+def _manifest(folder: Path, strategy: str, seed: int, sampled: float, full: float, *, failed=False, tuned=None) -> None:
+    run = folder / f"g1_bpr_{strategy}_seed{seed}_leakfree_test_{seed:08d}{0 if tuned is None else 1:02d}"
     run.mkdir(parents=True)
-    config = {"model": "bpr", "strategy": strategy, "protocol": "leakfree", "seed": seed, "tuned": None}
+    config = {"model": "bpr", "strategy": strategy, "protocol": "leakfree", "seed": seed, "tuned": tuned}
     if failed:
         (run / "failure.json").write_text(json.dumps({"config": config, "reason": "diverged"}))
     else:
@@ -73,10 +73,14 @@ def test_seed_spread_gives_mean_and_coefficient_of_variation_and_marks_the_targe
         _manifest(tmp_path, "melon", seed, sampled, full)
     _manifest(tmp_path, "melon", 3, 0.0, 0.0, failed=True)
     _manifest(tmp_path, "default", 0, 0.1, 0.01)
+    _manifest(tmp_path, "frozen", 0, 0.05, 0.005)
+    _manifest(tmp_path, "frozen", 0, 0.05, 0.005, tuned=[])  # reproduce --tuned: nothing to tune, still its own row
     rows = results_page.seed_spread(tmp_path, "g1")
-    assert [(r["strategy"], r["sampled"], r["failed"]) for r in rows] == [
-        ("default", [0.1], 0),
-        ("melon", [0.2, 0.3, 0.4], 1),
+    assert [(r["strategy"], r["settings"], r["sampled"], r["failed"]) for r in rows] == [
+        ("default", "", [0.1], 0),
+        ("frozen", "", [0.05], 0),
+        ("frozen", "tuned", [0.05], 0),
+        ("melon", "", [0.2, 0.3, 0.4], 1),
     ]
     # sampled: mean 0.3, sd 0.1 → CV 0.333 (above 0.25); full: mean 0.02, sd 0.01 → CV 0.5
     table = results_page.spread_table(rows)
