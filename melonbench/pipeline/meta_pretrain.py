@@ -60,7 +60,8 @@ Grocery, seeds 0–4, every meta strategy): weights ≤ 6, Adam moments ≤ 4e2 
 above the first and seven below the second."""
 
 PROCEDURE = 3
-"""Version of what :func:`train_meta` computes, in the cache key (2: the online replay's negatives)."""
+"""Version of what :func:`train_meta` computes, in the cache key (2: the online replay's negatives; 3: every pass
+from the pre-trained recommender)."""
 
 
 def meta_key(strategy: Strategy, checkpoint_key: str, seed: int, batch_size: int) -> str:
