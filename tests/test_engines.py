@@ -144,13 +144,7 @@ def test_two_workers_give_the_sequential_bits_and_a_killed_worker_fails_alone(se
     assert hooks.counts[0] == (0, 10, 0) and hooks.counts[-1] == (10, 10, 2)  # 4 strategies and pop, 2 seeds
     assert [done for done, _, _ in hooks.counts] == list(range(11))
     assert multiprocessing.active_children() == []  # the workers are gone
-    runs = _batches(results)
-    assert len(runs) == 8  # die's seed 1 finishes: it is Default, so its bits are default seed 1's
-    _same_as({k: v for k, v in runs.items() if "_die_" not in k}, sequential, {})
-    _same_as({k: v for k, v in runs.items() if "_die_" in k}, sequential, {"die": "default"})
-    failed = {(f.strategy, f.seed): f for f in result.failures}
-    assert set(failed) == {("diverge", 0), ("die", 0)}
-    assert failed[("diverge", 0)].what() == "diverged at batch 5"
+    failed = _same_bits_and_two_failures(results, result, sequential)
     lost = failed[("die", 0)]
     assert (lost.stage, lost.error, lost.unexpected) == ("worker", "TaskLost", True)
     assert lost.reason.startswith("the worker process running run-") and lost.reason.endswith("died (exit code -9)")
@@ -163,12 +157,9 @@ def test_two_workers_give_the_sequential_bits_and_a_killed_worker_fails_alone(se
     assert "| synthetic | BPR | Die | 0 | failed in worker (unexpected TaskLost): the worker process" in shown.output
 
 
-def test_ray_gives_the_sequential_bits_and_brings_back_failures_and_checkpoints(
-    sequential, ray_instance, plugins, tmp_path
-):
-    results = tmp_path / "results"
-    result = reproduce(_grid(results, ("default", "mwnet", "diverge", "die"), Engine("ray", setup=SETUP)))
-    assert ray_instance.is_initialized()  # the engine did not stop a Ray instance it did not start
+def _same_bits_and_two_failures(results: Path, result, sequential) -> dict:
+    """The grid of default, mwnet, diverge and die (2 seeds): the sequential bits, and the two failures by (strategy,
+    seed)."""
     runs = _batches(results)
     assert len(runs) == 8  # die's seed 1 finishes: it is Default, so its bits are default seed 1's
     _same_as({k: v for k, v in runs.items() if "_die_" not in k}, sequential, {})
@@ -176,6 +167,16 @@ def test_ray_gives_the_sequential_bits_and_brings_back_failures_and_checkpoints(
     failed = {(f.strategy, f.seed): f for f in result.failures}
     assert set(failed) == {("diverge", 0), ("die", 0)}
     assert failed[("diverge", 0)].what() == "diverged at batch 5"
+    return failed
+
+
+def test_ray_gives_the_sequential_bits_and_brings_back_failures_and_checkpoints(
+    sequential, ray_instance, plugins, tmp_path
+):
+    results = tmp_path / "results"
+    result = reproduce(_grid(results, ("default", "mwnet", "diverge", "die"), Engine("ray", setup=SETUP)))
+    assert ray_instance.is_initialized()  # the engine did not stop a Ray instance it did not start
+    failed = _same_bits_and_two_failures(results, result, sequential)
     assert (failed[("die", 0)].stage, failed[("die", 0)].error) == ("worker", "TaskLost")
     # The record the worker wrote came back, naming the driver's folders, not the worker's private store.
     folder = failed[("diverge", 0)].folder
