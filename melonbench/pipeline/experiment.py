@@ -43,7 +43,7 @@ from melonbench.store.atomic import atomic_save_npy
 from melonbench.store.paths import results_dir, writable, writable_home
 from melonbench.store.results import RunStore, git_commit
 from melonbench.strategies import build_strategy, check_compatible, get_strategy
-from melonbench.strategies.base import parse_config
+from melonbench.strategies.base import Strategy, parse_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,16 +201,7 @@ def meta_pretrain_only(config: RunConfig, hooks: RunHooks | None = None) -> str 
     with deterministic(device):
         stream = Stream.from_frame(dataset.interactions, device)
         strategy = build_strategy(config.strategy, checkpoint.model, config.settings(), config.seed)
-        return load_or_train_meta(
-            strategy,
-            config.settings(),
-            stream,
-            checkpoint.key,
-            config.seed,
-            config.batch_size,
-            hooks.meta_batch,
-            hooks.note,
-        )
+        return _meta_model(strategy, config, stream, checkpoint.key, hooks)
 
 
 def run_experiment(
@@ -355,16 +346,7 @@ def _run(
     if strategy.meta:
         attempt.stage = "meta pre-training"
         hooks.stage(attempt.stage)
-        meta_key = load_or_train_meta(
-            strategy,
-            config.settings(),
-            stream,
-            checkpoint.key,
-            config.seed,
-            config.batch_size,
-            hooks.meta_batch,
-            hooks.note,
-        )
+        meta_key = _meta_model(strategy, config, stream, checkpoint.key, hooks)
     strategy.capture_lr = config.capture_lr_every > 0
     attempt.stage = "replay"
     hooks.stage(attempt.stage)
@@ -573,3 +555,17 @@ def summarise(rows: list[dict[str, Any]], split: str, untimed: set[int] | None =
     out["median_update_s"] = float(np.median([r["update_s"] for r in timed]))
     out["batches"] = float(len(part))
     return out
+
+
+def _meta_model(strategy: Strategy, config: RunConfig, stream: Stream, checkpoint_key: str, hooks: RunHooks) -> str:
+    """Give ``strategy`` its pre-trained meta-model (cached by key) for this run's settings; the cache key."""
+    return load_or_train_meta(
+        strategy,
+        config.settings(),
+        stream,
+        checkpoint_key,
+        config.seed,
+        config.batch_size,
+        hooks.meta_batch,
+        hooks.note,
+    )
