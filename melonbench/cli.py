@@ -324,44 +324,9 @@ def run(
         label = f"{config.strategy}/{config.model} seed {config.seed}"
         with progress_hooks(console, label) as hooks:
             outcomes.append(experiment.run_experiment(config, results, hooks, tuning=provenance))
-    _print_summary(outcomes)
+    from melonbench.pipeline.summaries import print_runs
 
-
-def _print_summary(outcomes: list) -> None:
-    from rich.table import Table
-
-    table = Table(title="online replay: mean over the reported split (sampled = 1 + 99, full = all items)")
-    for col in (
-        "strategy / model / seed",
-        "HR@5 sampled",
-        "NDCG@10 sampled",
-        "HR@5 full",
-        "NDCG@10 full",
-        "update s",
-        "eval s",
-        "status",
-    ):
-        table.add_column(col, justify="left" if col[0] in "ss" else "right")
-    for out in outcomes:
-        s = out.manifest.get("summary", {})
-        config = out.manifest.get("config", {})
-
-        def f(key: str, fmt: str = ".4f", s: dict = s) -> str:
-            return format(s[key], fmt) if key in s else "-"
-
-        table.add_row(
-            f"{config.get('strategy')} / {config.get('model')} / {config.get('seed')}",
-            f("sampled_hr@5"),
-            f("sampled_ndcg@10"),
-            f("full_hr@5"),
-            f("full_ndcg@10"),
-            f("median_update_s", ".5f"),
-            f("median_eval_s", ".5f"),
-            out.status,
-        )
-    _out().print(table)
-    for out in outcomes:
-        console.print(f"results: {out.path}", highlight=False, soft_wrap=True)
+    print_runs(outcomes, _out(), console)
 
 
 EngineOption = Annotated[
@@ -439,7 +404,9 @@ def tune(
     from melonbench.strategies import default_strategy
 
     if list_:
-        _print_spaces()
+        from melonbench.pipeline.summaries import print_spaces
+
+        print_spaces(_out())
         return
     base = RunConfig(
         dataset=dataset,
@@ -455,60 +422,9 @@ def tune(
     config = TuneConfig(base=base, budget=budget, seeds=seeds, ranking=ranking.value, results=results, engine=engine_)
     with RichTuneHooks(console) as hooks:
         result = run_tune(config, hooks)
-    _print_tuning(result, base)
+    from melonbench.pipeline.summaries import print_tuning
 
-
-def _print_spaces() -> None:
-    from rich.table import Table
-
-    from melonbench.strategies import STRATEGIES
-    from melonbench.strategies.space import space_rows
-
-    table = Table(title="search spaces of `melonbench tune` (log: ties measured in decades from the default)")
-    for col in ("strategy", "setting", "grid", "default", "points"):
-        table.add_column(col)
-    for row in space_rows(STRATEGIES):
-        table.add_row(*row)
-    _out().print(table)
-
-
-def _print_tuning(result, base: RunConfig) -> None:
-    from rich.table import Table
-
-    from melonbench.strategies.space import describe
-
-    if result.record is None:
-        console.print(
-            f"{base.strategy} has no online settings to tune: `run --tuned` runs it as it is", highlight=False
-        )
-        return
-    record = result.record
-    chosen = record["chosen"]
-    table = Table(title=f"validation HR@5 ({record['options']['ranking']} ranking), mean over seeds")
-    for col in ("settings", "per seed", "mean", "change from default", "chosen"):
-        table.add_column(col, justify="left" if col in ("settings", "per seed") else "right")
-    for i, trial in enumerate(record["trials"]):
-        per_seed = ", ".join(_score(s) for s in trial["scores"])
-        mean = _score(trial["score"])
-        table.add_row(
-            describe(trial["settings"]), per_seed, mean, f"{trial['distance']:.2f}", "*" if i == chosen["trial"] else ""
-        )
-    _out().print(table)
-    console.print(
-        f"{result.status}: {describe(chosen['settings'])} (validation HR@5 {chosen['score']:.4f}; default settings "
-        f"{_score(chosen['default_score'])}); stored in {result.path}. `melonbench run ... --tuned` uses it.",
-        highlight=False,
-        soft_wrap=True,
-    )
-    for name in chosen.get("at_edge", []):
-        console.print(
-            f"note: {name}={chosen['settings'][name]} is at the edge of its grid; the best value may lie beyond it",
-            highlight=False,
-        )
-
-
-def _score(value: float | None) -> str:
-    return "diverged" if value is None else f"{value:.4f}"
+    print_tuning(result, base, _out(), console)
 
 
 @app.command()
