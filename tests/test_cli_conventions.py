@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from melonbench import cli
 from melonbench.cli import app
 from melonbench.models import MODELS
-from melonbench.pipeline import experiment
+from melonbench.pipeline import batch_rows, experiment
 from melonbench.pipeline.experiment import RunResult
 from melonbench.pipeline.progress import LogHooks, RichHooks, progress_hooks
 from melonbench.pipeline.tune import RANKINGS as TUNE_RANKINGS
@@ -185,10 +185,10 @@ def test_progress_hr5_is_the_interaction_weighted_mean_of_the_split_being_replay
         {"split": "test", "n": 64, "sampled_hr@5": 0.25},
     ]
     # (256 · 0.5 + 64 · 0.25) / 320 = 0.45; the unweighted mean of the rows would be 0.55, of the test rows 0.375
-    assert experiment.progress_hr5(rows) == pytest.approx(0.45, abs=1e-12)
-    assert experiment.progress_hr5(rows[:1]) == pytest.approx(0.9)
+    assert batch_rows.progress_hr5(rows) == pytest.approx(0.45, abs=1e-12)
+    assert batch_rows.progress_hr5(rows[:1]) == pytest.approx(0.9)
     full_rows = [r | {"loss": 0.0, "eval_s": 0.0, "update_s": 0.0, "warmup": False} | _groups(r) for r in rows]
-    assert experiment.progress_hr5(rows) == experiment.summarise(full_rows, "test")["sampled_hr@5"]
+    assert batch_rows.progress_hr5(rows) == batch_rows.summarise(full_rows, "test")["sampled_hr@5"]
 
 
 def _groups(row: dict) -> dict:

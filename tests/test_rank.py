@@ -2,7 +2,7 @@
 
 import torch
 
-from melonbench.pipeline.experiment import numerical_rank
+from melonbench.pipeline.batch_rows import numerical_rank
 
 
 def test_float32_outer_products_are_rank_one_and_sums_of_two_are_rank_two():
