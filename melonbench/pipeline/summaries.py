@@ -29,7 +29,7 @@ def print_runs(outcomes: list, out: Console, log: Console) -> None:
         "eval s",
         "status",
     ):
-        table.add_column(col, justify="left" if col[0] in "ss" else "right")
+        table.add_column(col, justify="left" if col.startswith("s") else "right")
     for outcome in outcomes:
         s = outcome.manifest.get("summary", {})
         config = outcome.manifest.get("config", {})
