@@ -65,6 +65,15 @@ def test_not_prepared_names_the_command() -> None:
         load_dataset("movielens")
 
 
+def test_unknown_name_without_a_close_match_reads_as_sentences() -> None:
+    with pytest.raises(NotPreparedError) as caught:
+        load_dataset("zzzz")
+    assert str(caught.value) == (
+        "dataset 'zzzz' is not prepared. Prepare one with `melonbench prepare NAME` "
+        "(a csv file: `melonbench prepare csv --name NAME`)."
+    )
+
+
 def test_unknown_name_suggests_a_prepared_one(shared_data: Path) -> None:
     _prepare_magazine(shared_data, name="magazine-sample")
     with pytest.raises(NotPreparedError, match="Did you mean 'magazine-sample'"):

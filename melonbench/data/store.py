@@ -78,10 +78,10 @@ def not_prepared(name: str) -> NotPreparedError:
     if name not in DATASETS:
         known = sorted(set(prepared_names()) | set(DATASETS))
         close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.5)
-        message = f"dataset '{name}' is not prepared"
+        message = f"dataset '{name}' is not prepared."
         if close:
-            message += f". Did you mean '{close[0]}'?"
-        message += " Prepare one with `melonbench prepare NAME` (a csv file: `melonbench prepare csv --name NAME`)"
+            message += f" Did you mean '{close[0]}'?"
+        message += " Prepare one with `melonbench prepare NAME` (a csv file: `melonbench prepare csv --name NAME`)."
     return NotPreparedError(message)
 
 
