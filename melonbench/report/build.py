@@ -16,23 +16,14 @@ from typing import Literal
 from rich.console import Console
 
 from melonbench.core.errors import MelonbenchError
+from melonbench.report.cells import models_of, settings_of, short_of_seeds
 from melonbench.report.model import Report, model_label
 from melonbench.report.paper import paper_protocol
 from melonbench.report.plots import write_plots
 from melonbench.report.render import latex, markdown, terminal
 from melonbench.report.runs import Failure, Run, load_failures, load_runs
 from melonbench.report.significance import significance
-from melonbench.report.tables import (
-    ablation,
-    accuracy,
-    agreement,
-    failed_runs,
-    has_groups,
-    models_of,
-    settings_of,
-    short_of_seeds,
-    timing,
-)
+from melonbench.report.tables import ablation, accuracy, agreement, failed_runs, has_groups, timing
 from melonbench.report.tuned import tuned_settings
 from melonbench.store.atomic import atomic_write_bytes
 from melonbench.store.paths import results_dir

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from melonbench.report.model import RANKINGS, fmt_seeds, model_label
+from melonbench.report.cells import group, labels_of, models_of, seed_stat, settings_of
+from melonbench.report.model import RANKINGS, fmt_seeds, model_label, strategy_order
 from melonbench.report.runs import Run
-from melonbench.report.tables import group, labels_of, models_of, seed_stat, settings_of, strategy_order
 from melonbench.store.atomic import atomic_write_bytes
 
 

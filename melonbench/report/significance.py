@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from melonbench.report.model import RANKINGS, Cell, Table, fmt_p, model_label
+from melonbench.report.cells import group, labels_of, models_of, seeds_asked, settings_of
+from melonbench.report.model import RANKINGS, Cell, Table, fmt_p, model_label, strategy_order
 from melonbench.report.runs import Failure, Run, aligned
 from melonbench.report.stats import block_length, holm, paired_ttest, seed_block_bootstrap_ci, weighted_ttest
-from melonbench.report.tables import group, labels_of, models_of, seeds_asked, settings_of, strategy_order
 
 METRICS = ("hr@5", "ndcg@5")
 

@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
-from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 
 from melonbench.models import MODELS
+from melonbench.report.cells import (
+    failed_cells,
+    group,
+    labels_of,
+    metric_ks,
+    models_of,
+    seed_stat,
+    seeds_asked,
+    settings_of,
+)
 from melonbench.report.model import (
     ABLATION,
     FAILED_NOTE,
@@ -36,91 +44,7 @@ from melonbench.report.model import (
     strategy_order,
 )
 from melonbench.report.runs import Failure, Run
-from melonbench.report.stats import kendall_tau, mean_se
-
-Cells = dict[tuple[str, str, str], list[Run]]
-Units = Sequence[Run | Failure]
-
-
-def _learned(units: Units) -> dict[str, list[str]]:
-    """Per setting, its learned models (the column groups a reference row stands under)."""
-    out: dict[str, set[str]] = defaultdict(set)
-    for unit in units:
-        if not unit.reference:
-            out[unit.setting].add(unit.model)
-    return {setting: sorted(models) for setting, models in out.items()}
-
-
-def _columns(unit: Run | Failure, learned: dict[str, list[str]]) -> list[str]:
-    """The models a run is filed under: its own, or for a reference every learned model of its setting (``""``
-    when the setting has none)."""
-    return [unit.model] if not unit.reference else learned.get(unit.setting) or [""]
-
-
-def group(runs: list[Run], failures: Sequence[Failure] = ()) -> Cells:
-    """Runs by (setting, model, row), each list sorted by seed; row = the strategy, or a reference's name.
-
-    A reference run is filed under every learned model of its setting (finished or failed; under model ``""`` when
-    the setting has none), so that its row stands beside each model's strategies.
-    """
-    out: Cells = defaultdict(list)
-    learned = _learned([*runs, *failures])
-    for run in sorted(runs, key=lambda r: r.seed):
-        for model in _columns(run, learned):
-            out[(run.setting, model, run.row)].append(run)
-    return dict(out)
-
-
-def settings_of(runs: Units) -> list[str]:
-    return sorted({r.setting for r in runs})
-
-
-def models_of(runs: Units) -> list[str]:
-    """The learned models (column groups), in registry order; ``""`` too when a setting has only references."""
-    known = list(MODELS)
-    learned = _learned(runs)
-    models = {m for unit in runs for m in _columns(unit, learned)}
-    return sorted(models, key=lambda m: (known.index(m) if m in known else len(known), m))
-
-
-def labels_of(runs: Units) -> dict[str, str]:
-    """Display label per row: the registry's strategy label, else the one stored with the run (a reference's own)."""
-    return {r.row: strategy_label(r.row, r.label) if not r.reference else r.label for r in runs}
-
-
-def seeds_asked(runs: Units) -> dict[str, int]:
-    """Per setting, how many seeds each cell should stand on: every seed with a run, finished or failed, in it."""
-    seeds: dict[str, set[int]] = defaultdict(set)
-    for r in runs:
-        seeds[r.setting].add(r.seed)
-    return {setting: len(s) for setting, s in seeds.items()}
-
-
-def failed_cells(failures: Sequence[Failure], runs: Sequence[Run] = ()) -> set[tuple[str, str, str]]:
-    learned = _learned([*runs, *failures])
-    return {(f.setting, model, f.row) for f in failures for model in _columns(f, learned)}
-
-
-def short_of_seeds(runs: list[Run], failures: Sequence[Failure] = ()) -> bool:
-    """Whether some attempted cell stands on fewer seeds than its setting has (the header must not claim them all)."""
-    cells, asked = group(runs, failures), seeds_asked([*runs, *failures])
-    attempted = set(cells) | failed_cells(failures, runs)
-    return any(len(cells.get(key, ())) < asked[key[0]] for key in attempted)
-
-
-def metric_ks(runs: list[Run], ranking: str) -> list[int]:
-    """The cut-offs every run has for ``ranking`` (5, 10, 20 unless runs were made with other ``--k``)."""
-    pattern = re.compile(rf"{ranking}_hr@(\d+)")
-    common = None
-    for run in runs:
-        ks = {int(m.group(1)) for c in run.batches.columns if (m := pattern.fullmatch(c))}
-        common = ks if common is None else common & ks
-    return sorted(common or ())
-
-
-def seed_stat(cell: list[Run], column: str) -> tuple[float, float]:
-    return mean_se([r.mean(column) for r in cell])
-
+from melonbench.report.stats import kendall_tau
 
 ACCURACY_GROUPS = {"": "all interactions", "warm_item": "warm-item interactions"}
 

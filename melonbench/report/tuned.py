@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 
+from melonbench.report.cells import group, labels_of, models_of, seed_stat, settings_of
 from melonbench.report.model import RANKINGS, Cell, Table, fmt_mean_se, model_label, strategy_order
 from melonbench.report.runs import Run, setting_label
-from melonbench.report.tables import group, labels_of, models_of, seed_stat, settings_of
 from melonbench.strategies.space import describe
 
 
